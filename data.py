@@ -1,0 +1,369 @@
+"""
+Data for nanoDiCoDe: the synthetic "shapes" text-video set and the readers that feed
+the tokenizer and the AR model from any `path,caption` manifest.
+
+    python data.py shapes --out data/shapes --num_videos 1000 --size 32 --num_frames 33 --seed 0
+    python data.py motion --manifest data/shapes/videos.csv     # (re)compute motion scores
+
+A manifest is a CSV with columns `path,caption` (paths relative to the manifest) and an
+optional `motion` column (see `motion_score`). Your own clips (e.g. WebVid exported as
+`path,caption`) go through exactly the same code as the shapes set.
+"""
+import argparse
+import csv
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import imageio
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+log = logging.getLogger("data")
+
+# -----------------------------------------------------------------------------
+# The shapes set (spec in ../shared/REFERENCE.md)
+
+COLORS = {
+    "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
+    "cyan": (0, 255, 255), "magenta": (255, 0, 255), "white": (255, 255, 255),
+}
+SHAPES = ("circle", "square", "triangle")
+DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+FPS = 8
+
+
+def caption_for(color, shape, direction):
+    if direction == "still":
+        return f"a {color} {shape} standing still"
+    return f"a {color} {shape} moving {direction}"
+
+
+def shape_mask(shape, cx, cy, radius, size, supersample=4):
+    """Coverage in [0, 1] of a shape centred at (cx, cy) (pixel units), shape (size, size).
+
+    With supersample > 1 each pixel is the mean of supersample^2 sub-pixel tests
+    (anti-aliasing); supersample = 1 gives hard edges.
+    """
+    s = supersample
+    coords = (np.arange(size * s) + 0.5) / s  # sub-pixel centres in pixel units
+    x, y = np.meshgrid(coords, coords)
+    dx, dy = x - cx, y - cy
+    if shape == "circle":
+        inside = dx ** 2 + dy ** 2 <= radius ** 2
+    elif shape == "square":
+        half = radius * 0.85  # same visual area class as the circle
+        inside = (np.abs(dx) <= half) & (np.abs(dy) <= half)
+    elif shape == "triangle":  # upward-pointing, apex at cy - radius, base at cy + radius
+        inside = (dy <= radius) & (dy >= -radius) & (np.abs(dx) <= (dy + radius) / 2)
+    else:
+        raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
+    return inside.reshape(size, s, size, s).mean(axis=(1, 3))
+
+
+def object_track(direction, num_frames, size, radius, speed, rng):
+    """Centre positions (num_frames, 2) of an object moving `speed` px/frame, bouncing off the edges.
+
+    Moving objects start in the first third of their travel range, so the caption's
+    direction holds for at least the first stretch of the video.
+    """
+    lo, hi = radius + 0.5, size - radius - 0.5
+    span = hi - lo
+    pos = rng.uniform(lo, hi, size=2)
+    vel = np.array(DIRECTIONS[direction], dtype=np.float64) * speed
+    for axis in range(2):
+        if vel[axis] > 0:
+            pos[axis] = lo + rng.uniform(0, span / 3)
+        elif vel[axis] < 0:
+            pos[axis] = hi - rng.uniform(0, span / 3)
+    track = np.empty((num_frames, 2))
+    for i in range(num_frames):
+        track[i] = pos
+        pos = pos + vel
+        for axis in range(2):  # reflect at the walls
+            if pos[axis] > hi:
+                pos[axis], vel[axis] = 2 * hi - pos[axis], -vel[axis]
+            elif pos[axis] < lo:
+                pos[axis], vel[axis] = 2 * lo - pos[axis], -vel[axis]
+    return track
+
+
+def draw_video(shape, color, track, size, radius, antialias=True):
+    """Frames (T, H, W, 3) uint8 of one colored shape following `track` on black."""
+    rgb = np.array(COLORS[color], dtype=np.float64)
+    frames = [shape_mask(shape, cx, cy, radius, size, 4 if antialias else 1)[..., None] * rgb
+              for cx, cy in track]
+    return np.round(np.stack(frames)).astype(np.uint8)
+
+
+def write_mp4(path, frames, fps=FPS):
+    """Write uint8 frames (T, H, W, 3) as H.264 (4:4:4, near lossless: tiny shapes keep their color)."""
+    with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", quality=None,
+                            pixelformat="yuv444p", macro_block_size=1, ffmpeg_log_level="error",
+                            output_params=["-crf", "4"]) as writer:
+        for frame in frames:
+            writer.append_data(frame)
+
+
+def write_manifest(path, rows, columns):
+    """Write a CSV manifest atomically (temp file + rename)."""
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
+                    still_fraction=0.2, antialias=True, workers=2):
+    """Draw `num_videos` one-object videos into `out`: mp4s + videos.csv, head-frame pngs + images.csv.
+
+    Same arguments, same files. The image-text set holds the head frame of every video
+    with the caption "a {color} {shape}".
+    """
+    os.makedirs(os.path.join(out, "videos"), exist_ok=True)
+    os.makedirs(os.path.join(out, "images"), exist_ok=True)
+    rng = np.random.default_rng(seed)
+    moving = [d for d in DIRECTIONS if d != "still"]
+    jobs = []
+    for i in range(num_videos):  # all random draws happen here, in order, so the set is reproducible
+        color = list(COLORS)[rng.integers(len(COLORS))]
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        direction = "still" if rng.random() < still_fraction else moving[rng.integers(len(moving))]
+        radius = rng.uniform(size * 0.12, size * 0.18)
+        track = object_track(direction, num_frames, size, radius, speed, rng)
+        jobs.append((i, color, shape, direction, radius, track))
+
+    def render(job):
+        i, color, shape, direction, radius, track = job
+        frames = draw_video(shape, color, track, size, radius, antialias)
+        video_path, image_path = f"videos/{i:06d}.mp4", f"images/{i:06d}.png"
+        write_mp4(os.path.join(out, video_path), frames)
+        imageio.imwrite(os.path.join(out, image_path), frames[0])
+        video_row = {"path": video_path, "caption": caption_for(color, shape, direction),
+                     "motion": f"{motion_score(frames):.5f}"}
+        return video_row, {"path": image_path, "caption": f"a {color} {shape}"}
+
+    with ThreadPoolExecutor(workers) as pool:  # encoding runs in ffmpeg subprocesses
+        rows = list(tqdm(pool.map(render, jobs), total=len(jobs), desc="drawing shapes videos"))
+    write_manifest(os.path.join(out, "videos.csv"), [r[0] for r in rows], ["path", "caption", "motion"])
+    write_manifest(os.path.join(out, "images.csv"), [r[1] for r in rows], ["path", "caption"])
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# Reading any manifest
+
+def motion_score(frames, fps=FPS):
+    """Mean absolute change of gray-scale frames one second apart, in [0, 1] (0 = still).
+
+    A cheap stand-in for the paper's optical-flow motion score at 1 fps (supp. 6), used
+    the same way: keep videos whose score lies between a minimum and a maximum.
+    frames: (T, H, W, 3) uint8.
+    """
+    gray = frames.astype(np.float32).mean(axis=-1) / 255.0  # (T, H, W)
+    keyframes = gray[::fps]
+    if len(keyframes) < 2:  # shorter than a second: compare the ends
+        keyframes = gray[[0, -1]]
+    return float(np.abs(np.diff(keyframes, axis=0)).mean())
+
+
+def read_manifest(path, min_motion=None, max_motion=None):
+    """Rows [{'path': absolute path, 'caption': str, ...}] of a `path,caption` CSV.
+
+    Rows with an empty caption are skipped with a warning; `min_motion`/`max_motion`
+    keep rows whose `motion` column lies in the bounds. Raises ValueError when the
+    columns are missing or no listed file exists.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"manifest {path} does not exist")
+    root = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"path", "caption"} - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"manifest {path} lacks column(s) {sorted(missing)}; "
+                             f"found {reader.fieldnames}, expected at least path,caption")
+        if (min_motion is not None or max_motion is not None) and "motion" not in reader.fieldnames:
+            raise ValueError(f"manifest {path} has no motion column; run `python data.py motion --manifest {path}`")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if not (row["caption"] or "").strip():
+                log.warning("skipping %s (line %d of %s): empty caption", row["path"], line, path)
+                continue
+            if min_motion is not None and float(row["motion"]) < min_motion:
+                continue
+            if max_motion is not None and float(row["motion"]) > max_motion:
+                continue
+            rows.append({**row, "path": os.path.join(root, row["path"])})
+    if not any(os.path.isfile(r["path"]) for r in rows):
+        raise ValueError(f"manifest {path} names no existing file ({len(rows)} usable rows)")
+    return rows
+
+
+def read_frames(path, last_index=None):
+    """Frames 0..last_index (all if None) of a video or image file, (T, H, W, 3) uint8."""
+    if path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp")):
+        image = np.asarray(imageio.v2.imread(path))
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        return image[None, ..., :3]
+    frames = []
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        for frame in reader:
+            frames.append(frame)
+            if last_index is not None and len(frames) > last_index:
+                break
+    if not frames:
+        raise ValueError("no frames decoded")
+    return np.stack(frames)
+
+
+def to_tensor(frames, size):
+    """uint8 (T, H, W, 3) -> float (T, 3, size, size) in [-1, 1]: resize the short side, center-crop."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (T, 3, H, W)
+    h, w = x.shape[-2:]
+    if (h, w) != (size, size):
+        scale = size / min(h, w)
+        new_h, new_w = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+        top, left = (new_h - size) // 2, (new_w - size) // 2
+        x = x[..., top:top + size, left:left + size]
+    return x.clamp(-1.0, 1.0)
+
+
+class ManifestDataset(torch.utils.data.Dataset):
+    """Base class: reads rows of a manifest, skips unreadable files with one warning each.
+
+    Subclasses implement `load(row)`, which raises on bad input (corrupt, too short,
+    missing); `__getitem__` then logs the file once, counts it in `num_skipped` and
+    returns the next readable sample instead.
+    """
+
+    def __init__(self, manifest, size, min_motion=None, max_motion=None):
+        self.manifest, self.size = manifest, size
+        self.rows = read_manifest(manifest, min_motion, max_motion)
+        self.bad_paths = set()
+
+    @property
+    def num_skipped(self):
+        return len(self.bad_paths)
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        for attempt in range(len(self.rows)):
+            row = self.rows[(index + attempt) % len(self.rows)]
+            if row["path"] in self.bad_paths:
+                continue
+            try:
+                return self.load(row)
+            except Exception as e:  # bad input never kills a run
+                self.bad_paths.add(row["path"])
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # ffmpeg errors run over many lines
+                log.warning("skipping %s: %s (%d skipped so far)", row["path"], reason, self.num_skipped)
+        raise RuntimeError(f"no readable sample left in {self.manifest} ({self.num_skipped} files skipped)")
+
+
+class ClipDataset(ManifestDataset):
+    """Tokenizer clips: `clip_frames + 1` frames (head, in-between, rear) at a random frame stride.
+
+    Returns {'frames': (clip_frames + 1, 3, size, size) in [-1, 1], 'frame_stride': int,
+    'caption': str}. The stride is drawn uniformly from [1, max_stride] among the
+    strides the video is long enough for; the start frame is uniform too. Randomness
+    comes from torch's global RNG (seeded per DataLoader worker), so runs are
+    reproducible under torch.manual_seed.
+    """
+
+    def __init__(self, manifest, size, clip_frames, max_stride, **kw):
+        super().__init__(manifest, size, **kw)
+        self.clip_frames, self.max_stride = clip_frames, max_stride
+
+    def load(self, row):
+        frames = read_frames(row["path"])  # (T, H, W, 3)
+        strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < len(frames)]
+        if not strides:
+            raise ValueError(f"too short: {len(frames)} frames, a clip needs {self.clip_frames + 1}")
+        stride = strides[torch.randint(len(strides), ()).item()]
+        start = torch.randint(len(frames) - self.clip_frames * stride, ()).item()
+        indices = start + stride * np.arange(self.clip_frames + 1)
+        return {"frames": to_tensor(frames[indices], self.size), "frame_stride": stride,
+                "caption": row["caption"]}
+
+
+class KeyframeDataset(ManifestDataset):
+    """AR-model videos: keyframes every `keyframe_interval` frames, at most `max_keyframes`.
+
+    Returns {'frames': (K, 3, size, size), 'caption': str}, 2 <= K <= max_keyframes.
+    """
+
+    def __init__(self, manifest, size, keyframe_interval, max_keyframes, **kw):
+        super().__init__(manifest, size, **kw)
+        self.keyframe_interval, self.max_keyframes = keyframe_interval, max_keyframes
+
+    def load(self, row):
+        last = self.keyframe_interval * (self.max_keyframes - 1)
+        frames = read_frames(row["path"], last_index=last)[:last + 1:self.keyframe_interval]
+        if len(frames) < 2:
+            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames for 2 keyframes")
+        return {"frames": to_tensor(frames, self.size), "caption": row["caption"]}
+
+
+class ImageTextDataset(ManifestDataset):
+    """Image-text pairs as single keyframes: {'frames': (1, 3, size, size), 'caption': str}."""
+
+    def load(self, row):
+        if not os.path.isfile(row["path"]):
+            raise FileNotFoundError("missing file")
+        return {"frames": to_tensor(read_frames(row["path"])[:1], self.size), "caption": row["caption"]}
+
+
+# -----------------------------------------------------------------------------
+
+def add_motion_scores(manifest):
+    """Compute `motion_score` for every readable video of a manifest and rewrite it with a motion column."""
+    root = os.path.dirname(os.path.abspath(manifest))
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = list(reader.fieldnames) + ([] if "motion" in reader.fieldnames else ["motion"])
+        rows = list(reader)
+    for row in tqdm(rows, desc="motion scores"):
+        try:
+            row["motion"] = f"{motion_score(read_frames(os.path.join(root, row['path']))):.5f}"
+        except Exception as e:
+            log.warning("skipping %s: %s", row["path"], e)
+            row["motion"] = "nan"  # NaN fails every bound, so a filtered run skips it
+    write_manifest(manifest, rows, columns)
+
+
+def main(argv=None):
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    shapes = sub.add_parser("shapes", help="draw the synthetic shapes text-video set")
+    shapes.add_argument("--out", default="data/shapes")
+    shapes.add_argument("--num_videos", type=int, default=1000)
+    shapes.add_argument("--size", type=int, default=32)
+    shapes.add_argument("--num_frames", type=int, default=33)
+    shapes.add_argument("--speed", type=float, default=0.75, help="pixels per frame")
+    shapes.add_argument("--still_fraction", type=float, default=0.2)
+    shapes.add_argument("--no_antialias", action="store_true")
+    shapes.add_argument("--seed", type=int, default=0)
+    shapes.add_argument("--workers", type=int, default=2)
+    motion = sub.add_parser("motion", help="add a motion column to a video manifest")
+    motion.add_argument("--manifest", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "shapes":
+        generate_shapes(args.out, args.num_videos, args.size, args.num_frames, args.seed, args.speed,
+                        args.still_fraction, not args.no_antialias, args.workers)
+        log.info("wrote %d videos to %s (videos.csv, images.csv)", args.num_videos, args.out)
+    else:
+        add_motion_scores(args.manifest)
+
+
+if __name__ == "__main__":
+    main()
