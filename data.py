@@ -11,6 +11,7 @@ optional `motion` column (see `motion_score`). Your own clips (e.g. WebVid expor
 """
 import argparse
 import csv
+import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -320,6 +321,36 @@ class ImageTextDataset(ManifestDataset):
         if not os.path.isfile(row["path"]):
             raise FileNotFoundError("missing file")
         return {"frames": to_tensor(read_frames(row["path"])[:1], self.size), "caption": row["caption"]}
+
+
+# -----------------------------------------------------------------------------
+# Deep-token files: what `tokenizer.py encode` writes and the AR model reads
+
+def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None):
+    """Write one shard atomically as safetensors.
+
+    deep_tokens: (N, K, N_q, C) float, keyframes past num_keyframes[i] are zero padding;
+    num_keyframes: (N,) int; captions: N strings (kept in the file's metadata);
+    motion: (N,) float motion scores (NaN where unknown).
+    """
+    from safetensors.torch import save_file
+    n = deep_tokens.shape[0]
+    if not (len(num_keyframes) == len(captions) == n):
+        raise ValueError(f"{path}: {n} token rows, {len(num_keyframes)} lengths, {len(captions)} captions")
+    motion = torch.full((n,), float("nan")) if motion is None else torch.as_tensor(motion, dtype=torch.float32)
+    tensors = {"deep_tokens": deep_tokens.contiguous(), "num_keyframes": torch.as_tensor(num_keyframes, dtype=torch.int64),
+               "motion": motion.contiguous()}
+    tmp = path + ".tmp"
+    save_file(tensors, tmp, metadata={"captions": json.dumps(list(captions))})
+    os.replace(tmp, path)
+
+
+def load_token_shard(path):
+    """(deep_tokens (N, K, N_q, C), num_keyframes (N,), captions [N], motion (N,)) of one shard."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        captions = json.loads(f.metadata()["captions"])
+        return f.get_tensor("deep_tokens"), f.get_tensor("num_keyframes"), captions, f.get_tensor("motion")
 
 
 # -----------------------------------------------------------------------------

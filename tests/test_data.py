@@ -202,3 +202,16 @@ def test_cli_writes_a_set(tmp_path):
     rows = rows_of(str(tmp_path / "s" / "videos.csv"))
     assert len(rows) == 3
     assert data.read_frames(str(tmp_path / "s" / rows[0]["path"])).shape == (9, 24, 24, 3)
+
+
+def test_token_shard_round_trip(tmp_path):
+    tokens = torch.randn(3, 4, 16, 8)
+    path = str(tmp_path / "videos_00000.safetensors")
+    data.save_token_shard(path, tokens, [4, 2, 3], ["a red circle moving up", "a blue square", ""], [0.1, 0.0, 0.3])
+    back, lengths, captions, motion = data.load_token_shard(path)
+    assert torch.equal(back, tokens) and lengths.tolist() == [4, 2, 3]
+    assert captions == ["a red circle moving up", "a blue square", ""]
+    assert torch.allclose(motion, torch.tensor([0.1, 0.0, 0.3]))
+    assert not os.path.exists(path + ".tmp")
+    with pytest.raises(ValueError, match="3 token rows, 2 lengths"):
+        data.save_token_shard(path, tokens, [4, 2], ["a", "b", "c"])
