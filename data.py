@@ -14,6 +14,7 @@ import csv
 import json
 import logging
 import os
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import imageio
@@ -155,6 +156,51 @@ def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
     return rows
 
 
+def analyze_frame(frame, threshold=96, min_pixels=3):
+    """Deterministic read-out of a shapes frame (H, W, 3) uint8: what object is where.
+
+    Object pixels are those whose brightest channel exceeds `threshold`; 4-connected
+    groups of at least `min_pixels` count as objects. Returns {'num_objects', 'color'
+    (nearest palette color to the mean object color), 'centroid' (x, y) in pixels,
+    'fill' (object pixels / bounding-box pixels: about 0.79 circle, 1 square, 0.5
+    triangle)}; color, centroid and fill are None when no object is found.
+    """
+    mask = frame.max(axis=-1) > threshold
+    labels, num_objects = np.zeros(mask.shape, np.int32), 0
+    for y0, x0 in zip(*np.nonzero(mask)):  # flood fill each unlabelled object pixel
+        if labels[y0, x0]:
+            continue
+        num_objects += 1
+        stack, members = [(y0, x0)], []
+        labels[y0, x0] = num_objects
+        while stack:
+            y, x = stack.pop()
+            members.append((y, x))
+            for ny, nx in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= ny < mask.shape[0] and 0 <= nx < mask.shape[1] and mask[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = num_objects
+                    stack.append((ny, nx))
+        if len(members) < min_pixels:  # specks do not count as objects
+            num_objects -= 1
+            for y, x in members:
+                labels[y, x], mask[y, x] = -1, False
+    if not mask.any():
+        return {"num_objects": 0, "color": None, "centroid": None, "fill": None}
+    ys, xs = np.nonzero(mask)
+    mean_rgb = frame[mask].astype(np.float64).mean(axis=0)
+    names = list(COLORS)
+    color = names[int(np.argmin([np.square(mean_rgb - np.array(COLORS[n])).sum() for n in names]))]
+    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
+    return {"num_objects": num_objects, "color": color, "centroid": (float(xs.mean() + 0.5), float(ys.mean() + 0.5)),
+            "fill": float(mask.sum() / box)}
+
+
+def to_uint8(frames):
+    """float frames (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
+    x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
 # -----------------------------------------------------------------------------
 # Reading any manifest
 
@@ -236,6 +282,16 @@ def to_tensor(frames, size):
     return x.clamp(-1.0, 1.0)
 
 
+def in_split(path, split, val_fraction):
+    """Deterministic train/val split by a hash of the file name (stable when rows are added)."""
+    if split == "all":
+        return True
+    is_val = zlib.crc32(os.path.basename(path).encode()) % 10000 < val_fraction * 10000
+    if split not in ("train", "val"):
+        raise ValueError(f"unknown split {split!r}; expected 'train', 'val' or 'all'")
+    return is_val == (split == "val")
+
+
 class ManifestDataset(torch.utils.data.Dataset):
     """Base class: reads rows of a manifest, skips unreadable files with one warning each.
 
@@ -244,10 +300,21 @@ class ManifestDataset(torch.utils.data.Dataset):
     returns the next readable sample instead.
     """
 
-    def __init__(self, manifest, size, min_motion=None, max_motion=None):
+    def __init__(self, manifest, size, min_motion=None, max_motion=None, split="all", val_fraction=0.05,
+                 cache=False):
         self.manifest, self.size = manifest, size
-        self.rows = read_manifest(manifest, min_motion, max_motion)
+        self.rows = [r for r in read_manifest(manifest, min_motion, max_motion) if in_split(r["path"], split, val_fraction)]
+        if not self.rows:
+            raise ValueError(f"manifest {manifest} has no rows in split {split!r} (val_fraction {val_fraction})")
         self.bad_paths = set()
+        self.cache = {} if cache else None  # decoded frames by path, for small data sets held in RAM
+
+    def read(self, path, last_index=None):
+        if self.cache is None:
+            return read_frames(path, last_index)
+        if path not in self.cache:
+            self.cache[path] = read_frames(path)
+        return self.cache[path]
 
     @property
     def num_skipped(self):
@@ -285,7 +352,7 @@ class ClipDataset(ManifestDataset):
         self.clip_frames, self.max_stride = clip_frames, max_stride
 
     def load(self, row):
-        frames = read_frames(row["path"])  # (T, H, W, 3)
+        frames = self.read(row["path"])  # (T, H, W, 3)
         strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < len(frames)]
         if not strides:
             raise ValueError(f"too short: {len(frames)} frames, a clip needs {self.clip_frames + 1}")
@@ -308,7 +375,7 @@ class KeyframeDataset(ManifestDataset):
 
     def load(self, row):
         last = self.keyframe_interval * (self.max_keyframes - 1)
-        frames = read_frames(row["path"], last_index=last)[:last + 1:self.keyframe_interval]
+        frames = self.read(row["path"], last_index=last)[:last + 1:self.keyframe_interval]
         if len(frames) < 2:
             raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames for 2 keyframes")
         return {"frames": to_tensor(frames, self.size), "caption": row["caption"]}
@@ -320,7 +387,7 @@ class ImageTextDataset(ManifestDataset):
     def load(self, row):
         if not os.path.isfile(row["path"]):
             raise FileNotFoundError("missing file")
-        return {"frames": to_tensor(read_frames(row["path"])[:1], self.size), "caption": row["caption"]}
+        return {"frames": to_tensor(self.read(row["path"])[:1], self.size), "caption": row["caption"]}
 
 
 # -----------------------------------------------------------------------------

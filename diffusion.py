@@ -18,7 +18,10 @@ and, given x_t, either of eps / v determines x0 and the other:
 Tensors may have any shape with the batch first; videos are (B, T, C, H, W).
 """
 
+import math
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 # -----------------------------------------------------------------------------
@@ -94,6 +97,178 @@ def diffusion_loss(denoiser, x0, cond, frame_stride, alphas_cumprod, prediction_
 
 # -----------------------------------------------------------------------------
 # denoiser networks
+#
+# Both denoisers are called as denoiser(x_t, t, cond, frame_stride) with x_t (B, T, 3, H, W),
+# t (B,) long, cond (B, 2 * N_q, C) = [head deep tokens, rear deep tokens], frame_stride (B,).
+
+
+def timestep_embedding(t, dim, max_period=10000.0):
+    """Sinusoidal embedding of (B,) timesteps -> (B, dim)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    angles = t.float()[:, None] * freqs[None]  # (B, half)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+class ResBlock(nn.Module):
+    """Per-frame 2D residual block; emb (B*T, E) sets a scale and shift after the second norm (FiLM)."""
+
+    def __init__(self, c_in, c_out, emb_dim):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(8, c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.film = nn.Linear(emb_dim, 2 * c_out)
+        self.norm2 = nn.GroupNorm(8, c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x, emb):  # x (B*T, C, h, w), emb (B*T, E)
+        h = self.conv1(F.silu(self.norm1(x)))
+        scale, shift = self.film(emb)[:, :, None, None].chunk(2, dim=1)
+        h = self.conv2(F.silu(self.norm2(h) * (1 + scale) + shift))
+        return self.skip(x) + h
+
+
+class TemporalConv(nn.Module):
+    """Mixes neighbouring frames: a (3, 1, 1) convolution over time, residual, zero-initialised."""
+
+    def __init__(self, channels):
+        super().__init__()
+        self.norm = nn.GroupNorm(8, channels)
+        self.conv = nn.Conv3d(channels, channels, (3, 1, 1), padding=(1, 0, 0))
+        nn.init.zeros_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, x, T):  # x (B*T, C, h, w)
+        BT, C, h, w = x.shape
+        y = self.norm(x).view(BT // T, T, C, h, w).transpose(1, 2)  # (B, C, T, h, w)
+        return x + self.conv(F.silu(y)).transpose(1, 2).reshape(BT, C, h, w)
+
+
+class CrossAttention(nn.Module):
+    """Pixels attend to the deep tokens: x (B*T, C, h, w), context (B*T, L, D). Residual, zero-initialised."""
+
+    def __init__(self, channels, context_dim, n_heads=4):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm = nn.GroupNorm(8, channels)
+        self.q = nn.Linear(channels, channels)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = nn.Linear(channels, channels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x, context):
+        BT, C, h, w = x.shape
+        heads = lambda z: z.view(BT, -1, self.n_heads, C // self.n_heads).transpose(1, 2)  # (BT, heads, L, C/heads)
+        q = heads(self.q(self.norm(x).flatten(2).transpose(1, 2)))  # pixels as queries
+        k, v = (heads(z) for z in self.kv(context).chunk(2, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(BT, h * w, C)
+        return x + self.out(y).transpose(1, 2).view(BT, C, h, w)
+
+
+class TokenMap(nn.Module):
+    """Renders one keyframe's deep tokens (B, N_q, D) as a coarse feature map (B, c_map, S, S).
+
+    S x S learned spatial queries cross-attend to the tokens (two attention + MLP layers).
+    Concatenated to the denoiser's input, the head and rear maps hand the network a
+    spatially aligned picture of where and what the object is, which a cross-attention
+    alone has to discover slowly (measured: see config/shapes.py).
+    """
+
+    def __init__(self, dim, size, c_map, n_layers=2, n_heads=4):
+        super().__init__()
+        self.size = size
+        self.queries = nn.Parameter(torch.randn(size * size, dim) * 0.02)
+        self.attn = nn.ModuleList(nn.MultiheadAttention(dim, n_heads, batch_first=True) for _ in range(n_layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(n_layers))
+        self.mlps = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+                                  for _ in range(n_layers))
+        self.out = nn.Linear(dim, c_map)
+
+    def forward(self, tokens):
+        x = self.queries.expand(tokens.shape[0], -1, -1)  # (B, S*S, D)
+        for attn, norm, mlp in zip(self.attn, self.norms, self.mlps):
+            x = x + attn(norm(x), tokens, tokens, need_weights=False)[0]
+            x = x + mlp(x)
+        return self.out(x).transpose(1, 2).reshape(tokens.shape[0], -1, self.size, self.size)
+
+
+class VideoUNet(nn.Module):
+    """The compact (2+1)D conv UNet denoiser for training from scratch, in pixel space.
+
+    Frames are folded 2 x 2 into channels (space-to-depth) so the UNet runs at H/2; each
+    level has a per-frame ResBlock with FiLM from (timestep + frame stride + pooled
+    tokens + frame index), a temporal convolution, and from the second level on a
+    cross-attention to the 2 x N_q deep tokens. The head and rear tokens are also
+    rendered as feature maps (TokenMap) concatenated to the input of every frame.
+    """
+
+    def __init__(self, token_dim, n_queries, num_frames, image_size, channels=(32, 64, 128), map_channels=8,
+                 max_stride=16, emb_dim=128):
+        super().__init__()
+        self.num_frames, self.image_size = num_frames, image_size
+        d = token_dim
+        self.head_rear = nn.Parameter(torch.randn(2, 1, d) * 0.02)  # learned head / rear embedding
+        self.token_map = TokenMap(d, image_size // 2, map_channels)
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.stride_emb = nn.Embedding(max_stride + 1, emb_dim)
+        self.frame_emb = nn.Embedding(num_frames, emb_dim)
+        self.pool_mlp = nn.Sequential(nn.Linear(2 * d, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.emb_dim = emb_dim
+        self.conv_in = nn.Conv2d(12 + 2 * map_channels, channels[0], 3, padding=1)
+        self.down, self.up = nn.ModuleList(), nn.ModuleList()
+        skips = []
+        for i, c in enumerate(channels):  # down path: ResBlock, temporal conv, cross-attention (levels >= 1)
+            c_prev = channels[max(i - 1, 0)]
+            self.down.append(nn.ModuleDict({
+                "res": ResBlock(c_prev, c, emb_dim), "temporal": TemporalConv(c),
+                "attn": CrossAttention(c, d) if i > 0 else nn.Identity(),
+                "downsample": nn.Conv2d(c, c, 3, stride=2, padding=1) if i < len(channels) - 1 else nn.Identity()}))
+            skips.append(c)
+        self.mid = ResBlock(channels[-1], channels[-1], emb_dim)
+        self.mid_attn = CrossAttention(channels[-1], d)
+        for i in reversed(range(len(channels))):  # up path mirrors it, with skip connections
+            c_in = channels[min(i + 1, len(channels) - 1)] + skips[i]
+            self.up.append(nn.ModuleDict({
+                "res": ResBlock(c_in, channels[i], emb_dim), "temporal": TemporalConv(channels[i]),
+                "attn": CrossAttention(channels[i], d) if i > 0 else nn.Identity(),
+                "upsample": nn.Upsample(scale_factor=2, mode="nearest") if i > 0 else nn.Identity()}))
+        self.norm_out = nn.GroupNorm(8, channels[0])
+        self.conv_out = nn.Conv2d(channels[0], 12, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x_t, t, cond, frame_stride):
+        B, T, _, H, W = x_t.shape
+        if T != self.num_frames or H != self.image_size:
+            raise ValueError(f"VideoUNet built for {self.num_frames} frames of {self.image_size}px, got {tuple(x_t.shape)}")
+        head, rear = (cond.view(B, 2, -1, cond.shape[-1]) + self.head_rear[None]).unbind(1)  # (B, N_q, D) each
+        context = torch.cat([head, rear], 1).repeat_interleave(T, dim=0)  # (B*T, 2 N_q, D)
+        emb = (self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.stride_emb(frame_stride)
+               + self.pool_mlp(torch.cat([head.mean(1), rear.mean(1)], -1)))  # (B, E)
+        emb = (emb[:, None] + self.frame_emb.weight[None, :T]).flatten(0, 1)  # (B*T, E)
+        maps = torch.cat([self.token_map(head), self.token_map(rear)], 1)  # (B, 2 c_map, H/2, W/2)
+        x = F.pixel_unshuffle(x_t.flatten(0, 1), 2)  # (B*T, 12, H/2, W/2)
+        h = self.conv_in(torch.cat([x, maps.repeat_interleave(T, dim=0)], 1))
+        skips = []
+        for level in self.down:
+            h = level["temporal"](level["res"](h, emb), T)
+            if isinstance(level["attn"], CrossAttention):
+                h = level["attn"](h, context)
+            skips.append(h)
+            h = level["downsample"](h)
+        h = self.mid_attn(self.mid(h, emb), context)
+        for level in self.up:
+            h = level["temporal"](level["res"](torch.cat([h, skips.pop()], 1), emb), T)
+            if isinstance(level["attn"], CrossAttention):
+                h = level["attn"](h, context)
+            h = level["upsample"](h)
+        out = self.conv_out(F.silu(self.norm_out(h)))  # (B*T, 12, H/2, W/2)
+        return F.pixel_shuffle(out, 2).view(B, T, 3, H, W)
+
 
 
 # -----------------------------------------------------------------------------

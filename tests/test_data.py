@@ -215,3 +215,33 @@ def test_token_shard_round_trip(tmp_path):
     assert not os.path.exists(path + ".tmp")
     with pytest.raises(ValueError, match="3 token rows, 2 lengths"):
         data.save_token_shard(path, tokens, [4, 2], ["a", "b", "c"])
+
+
+def test_analyze_frame_reads_color_position_shape_count():
+    rng = np.random.default_rng(0)
+    for color in data.COLORS:
+        for shape, fill_range in [("circle", (0.7, 0.88)), ("square", (0.95, 1.0)), ("triangle", (0.45, 0.65))]:
+            frame = data.draw_video(shape, color, np.array([[12.3, 20.7]]), 32, 5.0)[0]
+            info = data.analyze_frame(frame)
+            assert info["num_objects"] == 1 and info["color"] == color
+            assert abs(info["centroid"][0] - 12.3) < 0.6, (shape, info)
+            assert fill_range[0] <= info["fill"] <= fill_range[1], (shape, info["fill"])
+    two = data.draw_video("square", "red", np.array([[8.0, 8.0]]), 32, 4.0)[0] | data.draw_video("circle", "blue", np.array([[24.0, 24.0]]), 32, 4.0)[0]
+    assert data.analyze_frame(two)["num_objects"] == 2
+    speck = np.zeros((32, 32, 3), np.uint8)
+    speck[3, 3] = 255
+    assert data.analyze_frame(speck)["num_objects"] == 0
+    noisy = (rng.random((32, 32, 3)) * 60).astype(np.uint8)  # dim noise is background
+    assert data.analyze_frame(noisy)["num_objects"] == 0
+
+
+def test_train_val_split_is_disjoint_and_cached_reads_match(shapes_dir):
+    manifest = os.path.join(shapes_dir, "videos.csv")
+    train = data.KeyframeDataset(manifest, 32, 8, 3, split="train", val_fraction=0.25)
+    val = data.KeyframeDataset(manifest, 32, 8, 3, split="val", val_fraction=0.25, cache=True)
+    assert len(train) + len(val) == 24 and 0 < len(val) < 12
+    assert not {r["path"] for r in train.rows} & {r["path"] for r in val.rows}
+    first = val[0]["frames"]
+    assert torch.equal(val[0]["frames"], first) and len(val.cache) == 1
+    with pytest.raises(ValueError, match="unknown split"):
+        data.KeyframeDataset(manifest, 32, 8, 3, split="test")
