@@ -303,7 +303,7 @@ def rescale_cfg(guided, cond_out, guidance_rescale):
     dims = list(range(1, guided.dim()))
     std_cond = cond_out.std(dim=dims, keepdim=True)  # (B, 1, 1, ...)
     std_guided = guided.std(dim=dims, keepdim=True)
-    rescaled = guided * (std_cond / std_guided)
+    rescaled = guided * (std_cond / std_guided.clamp_min(1e-12))  # an all-zero guided output stays zero
     return guidance_rescale * rescaled + (1 - guidance_rescale) * guided
 
 
