@@ -46,13 +46,17 @@ class FrameEncoder(nn.Module):
         self.trainable = trainable
         self.visual.requires_grad_(trainable)
 
-    def forward(self, frames):
-        x = (frames + 1) / 2  # [-1, 1] -> [0, 1]
+    def preprocess(self, frames):
+        """[-1, 1] frames (B, 3, H, W) -> CLIP input: resized to the ViT's size, CLIP-normalised."""
+        x = (frames + 1) / 2
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        x = (x - self.mean) / self.std
+        return (x - self.mean) / self.std
+
+    def forward(self, frames):
         with torch.set_grad_enabled(self.trainable and torch.is_grad_enabled()):
-            return self.visual.transformer(self.visual._embeds(x))  # (B, N, C_clip), class token first
+            x = self.visual._embeds(self.preprocess(frames))  # patch + class embeddings, (B, N, C_clip)
+            return self.visual.transformer(x)  # all tokens of the last block, class token first
 
     def train(self, mode=True):
         super().train(mode)
@@ -130,3 +134,120 @@ class DeepTokenizer(nn.Module):
         return self.query(self.encoder(frames))
 
     forward = encode
+
+
+# -----------------------------------------------------------------------------
+# The whole autoencoder: E + Q + the video diffusion decoder, built from a config dict
+
+def build_autoencoder(cfg):
+    """(DeepTokenizer, denoiser) from a train_tokenizer.py config dict (random weights unless pretrained)."""
+    from diffusion import VideoUNet
+    tokenizer = DeepTokenizer(create_clip(cfg["clip_model"], cfg.get("clip_pretrained", "")), cfg["n_queries"],
+                              cfg["token_dim"], cfg["q_layers"], cfg["q_heads"], cfg["train_encoder"])
+    if cfg["denoiser"] == "unet":
+        denoiser = VideoUNet(cfg["token_dim"], cfg["n_queries"], cfg["clip_frames"] + 1, cfg["image_size"],
+                             tuple(cfg["unet_channels"]), cfg["map_channels"], cfg["max_stride"])
+    elif cfg["denoiser"] == "unet3d":  # the paper-size latent video UNet + VAE, from a local diffusers directory
+        from diffusion import LatentVideoDenoiser
+        if not cfg.get("pretrained_dir"):
+            raise ValueError("denoiser 'unet3d' needs cfg['pretrained_dir'] (a diffusers directory with unet/ and vae/), "
+                             + ("which is empty" if "pretrained_dir" in cfg else "which is not a key of this config"))
+        denoiser = LatentVideoDenoiser.from_pretrained(cfg["pretrained_dir"], cfg["token_dim"], cfg["max_stride"])
+    else:
+        raise ValueError(f"unknown denoiser {cfg['denoiser']!r}; expected 'unet' or 'unet3d'")
+    return tokenizer, denoiser
+
+
+def load_autoencoder(ckpt_path, device="cpu"):
+    """Rebuild (tokenizer, denoiser, config) from a train_tokenizer.py checkpoint."""
+    if not os.path.isfile(ckpt_path):
+        raise FileNotFoundError(f"tokenizer checkpoint {ckpt_path} does not exist (train it with train_tokenizer.py)")
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if "tokenizer" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"{ckpt_path} is not a train_tokenizer.py checkpoint (keys: {sorted(ckpt)})")
+    cfg = dict(ckpt["config"], clip_pretrained="")  # the checkpoint holds the encoder weights itself
+    tokenizer, denoiser = build_autoencoder(cfg)
+    tokenizer.load_state_dict(ckpt["tokenizer"])
+    denoiser.load_state_dict(ckpt["denoiser"])
+    return tokenizer.to(device).eval(), denoiser.to(device).eval(), cfg
+
+
+# -----------------------------------------------------------------------------
+# `python tokenizer.py encode`: deep tokens of a whole manifest, once, for the AR stage
+
+@torch.no_grad()
+def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, shard_size=1024, batch_size=64,
+                    device="cpu"):
+    """Write `out/{name}_{shard:05d}.safetensors` (name = the manifest's file name without .csv).
+
+    Videos give one keyframe every `keyframe_interval` frames, at most `max_keyframes`;
+    images give one. Unreadable files are skipped with a warning. A shard that already
+    exists is kept (re-running resumes), and each is written atomically.
+    """
+    import logging
+    from tqdm import tqdm
+    import data
+    log = logging.getLogger("tokenizer")
+    tokenizer, _, cfg = load_autoencoder(ckpt, device)
+    size = cfg["image_size"]
+    rows = data.read_manifest(manifest)
+    is_image = rows[0]["path"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    reader = (data.ImageTextDataset(manifest, size) if is_image else
+              data.KeyframeDataset(manifest, size, keyframe_interval, max_keyframes))
+    name = os.path.splitext(os.path.basename(manifest))[0]
+    os.makedirs(out, exist_ok=True)
+    num_shards = math.ceil(len(rows) / shard_size)
+    skipped = 0
+    for shard in tqdm(range(num_shards), desc=f"encoding {name}"):
+        path = os.path.join(out, f"{name}_{shard:05d}.safetensors")
+        if os.path.exists(path):
+            continue
+        sequences, captions, motion = [], [], []
+        for row in rows[shard * shard_size:(shard + 1) * shard_size]:
+            try:
+                sequences.append(reader.load(row)["frames"])  # (K, 3, H, W)
+            except Exception as e:
+                skipped += 1
+                log.warning("skipping %s: %s", row["path"], (str(e).strip().splitlines() or [type(e).__name__])[0])
+                continue
+            captions.append(row["caption"])
+            motion.append(float(row.get("motion") or "nan"))
+        if not sequences:
+            continue
+        lengths = [len(s) for s in sequences]
+        frames = torch.cat(sequences)  # all keyframes of the shard, flattened into one batch
+        tokens = torch.cat([tokenizer.encode(frames[i:i + batch_size].to(device)).cpu()
+                            for i in range(0, len(frames), batch_size)])  # (sum K, N_q, C)
+        padded = torch.zeros(len(sequences), max(lengths), tokenizer.n_queries, tokenizer.dim)
+        for i, seq in enumerate(tokens.split(lengths)):
+            padded[i, :len(seq)] = seq
+        data.save_token_shard(path, padded, lengths, captions, motion)
+    return skipped
+
+
+def main(argv=None):
+    import logging
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    enc = sub.add_parser("encode", help="write the deep tokens of a manifest (videos or images) to safetensors shards")
+    enc.add_argument("--ckpt", required=True, help="train_tokenizer.py checkpoint")
+    enc.add_argument("--manifest", required=True, action="append", help="path,caption CSV (repeat for several)")
+    enc.add_argument("--out", required=True, help="output directory of the token shards")
+    enc.add_argument("--keyframe_interval", type=int, default=8, help="frames between keyframes (8 = 1 per second at 8 fps)")
+    enc.add_argument("--max_keyframes", type=int, default=16)
+    enc.add_argument("--shard_size", type=int, default=1024)
+    enc.add_argument("--batch_size", type=int, default=64)
+    enc.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    for manifest in args.manifest:
+        try:
+            skipped = encode_manifest(args.ckpt, manifest, args.out, args.keyframe_interval, args.max_keyframes,
+                                      args.shard_size, args.batch_size, args.device)
+        except (FileNotFoundError, ValueError) as e:
+            raise SystemExit(f"error: {e}")
+        print(f"encoded {manifest} -> {args.out} ({skipped} files skipped)")
+
+
+if __name__ == "__main__":
+    main()

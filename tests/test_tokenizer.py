@@ -1,0 +1,58 @@
+import pytest
+import torch
+
+import diffusion
+import tokenizer as tok
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    cfg = dict(clip_model="nanodicode-tiny", clip_pretrained="", n_queries=4, token_dim=32, q_layers=1, q_heads=2,
+               train_encoder=False, denoiser="unet", clip_frames=4, image_size=32, unet_channels=(16, 32),
+               map_channels=4, max_stride=3)
+    return cfg, *tok.build_autoencoder(cfg)
+
+
+def test_encode_shapes_images_and_keyframes(tiny):
+    cfg, tokenizer, _ = tiny
+    images = torch.rand(3, 3, 32, 32) * 2 - 1
+    out = tokenizer.encode(images)
+    assert out.shape == (3, 4, 32)
+    # deep tokens are layer-normed per token (the released model's final LayerNorm)
+    assert torch.allclose(out.mean(-1), torch.zeros(3, 4), atol=1e-4) and torch.allclose(out.std(-1, unbiased=False), torch.ones(3, 4), atol=1e-3)
+    videos = torch.stack([images, images.flip(0)])  # (2, 3, 3, 32, 32)
+    seq = tokenizer.encode(videos)
+    assert seq.shape == (2, 3, 4, 32)
+    assert torch.allclose(seq[0], out, atol=1e-5) and torch.allclose(seq[1], out.flip(0), atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\) or \(B, T, 3, H, W\).*\(2, 32, 32\)"):
+        tokenizer.encode(torch.zeros(2, 32, 32))
+
+
+def test_encoder_returns_all_last_block_tokens(tiny):
+    _, tokenizer, _ = tiny
+    tokens = tokenizer.encoder(torch.zeros(2, 3, 32, 32))
+    assert tokens.shape == (2, 8 * 8 + 1, 128)  # 32 / patch 4 = 8 x 8 patches + class token, width 128
+    # frames of another size are resized to the ViT's input inside
+    assert tokenizer.encoder(torch.zeros(1, 3, 48, 48)).shape == (1, 65, 128)
+
+
+def test_diffusion_loss_trains_q_not_frozen_encoder(tiny):
+    cfg, tokenizer, denoiser = tiny
+    clips = torch.rand(2, 5, 3, 32, 32) * 2 - 1
+    cond = tokenizer.encode(clips[:, [0, -1]]).flatten(1, 2)  # (B, 2 N_q, C)
+    assert cond.shape == (2, 8, 32)
+    # make the zero-initialised output layer non-zero so gradients reach the condition path
+    torch.nn.init.normal_(denoiser.conv_out.weight, std=0.1)
+    loss = diffusion.diffusion_loss(denoiser, clips, cond, torch.tensor([1, 3]), diffusion.make_alphas_cumprod())
+    loss.backward()
+    q_grads = [p.grad for p in tokenizer.query.parameters()]
+    assert all(g is not None for g in q_grads) and sum(g.abs().sum() for g in q_grads) > 0
+    assert all(p.grad is None for p in tokenizer.encoder.parameters())
+    assert not any(p.requires_grad for p in tokenizer.encoder.parameters())
+
+
+def test_denoiser_rejects_wrong_clip_shape(tiny):
+    _, _, denoiser = tiny
+    with pytest.raises(ValueError, match="5 frames of 32px"):
+        denoiser(torch.zeros(1, 9, 3, 32, 32), torch.zeros(1, dtype=torch.long), torch.zeros(1, 8, 32), torch.ones(1, dtype=torch.long))

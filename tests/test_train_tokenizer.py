@@ -1,0 +1,55 @@
+import os
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
+        "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3", "--batch_size=4",
+        "--eval_clips=2", "--ddim_steps=2", "--probe_frames=0", "--val_fraction=0.25", "--log_interval=1",
+        "--warmup_iters=0", "--lr_schedule=constant", "--learning_rate=1e-3"]
+
+
+def run(args, out_dir, shapes_dir, torchrun=False):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun
+           else [sys.executable]) + ["train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={out_dir}"] + TINY + args
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def load(out_dir):
+    return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
+
+
+def test_resume_equals_straight_run(shapes_dir, tmp_path):
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    run(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)
+    run(["--max_iters=2", "--eval_interval=2"], resumed, shapes_dir)
+    assert load(resumed)["iter_num"] == 2
+    out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume"], resumed, shapes_dir)
+    assert "resumed from" in out
+    a, b = load(straight), load(resumed)
+    assert a["iter_num"] == b["iter_num"] == 4
+    for part in ("tokenizer", "denoiser"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs after resume"
+    assert os.path.isfile(os.path.join(straight, "recon_000004.gif"))
+    assert not any(name.endswith(".tmp") for name in os.listdir(straight))
+
+
+def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
+    out = run(["--max_iters=2", "--eval_interval=2"], str(tmp_path / "ddp"), shapes_dir, torchrun=True)
+    assert "ranks in sync: True" in out
+    ckpt = load(str(tmp_path / "ddp"))
+    assert ckpt["iter_num"] == 2 and ckpt["config"]["n_queries"] == 4
+
+
+def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    result = subprocess.run([sys.executable, "train_tokenizer.py", "--n_querys=4"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "unknown config key 'n_querys'" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,366 @@
+"""
+Train the deep tokenizer (paper Sec. 3.2): the query transformer Q and a video diffusion
+decoder that rebuilds the clip between two keyframes from their 2 x N_q deep tokens.
+The diffusion loss (paper Eq. 1) is the only loss Q sees; the encoder E stays frozen.
+
+    python train_tokenizer.py config/shapes.py
+    torchrun --standalone --nproc_per_node=4 train_tokenizer.py config/tokenizer_paper.py
+
+Every `eval_interval`: reconstruct held-out clips from their head/rear deep tokens with
+DDIM, log PSNR (next to baselines that see the true pixels) and a linear probe of the
+deep tokens, and write a ground truth | reconstruction gif.
+"""
+import math
+import os
+import sys
+import time
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+import data
+import diffusion
+import tokenizer as tok
+from configurator import configure
+
+# -----------------------------------------------------------------------------
+# default config: the tiny CPU configuration (config/shapes.py documents the choices)
+out_dir = "out/tokenizer"
+data_dir = "data/shapes"  # holds videos.csv (clips) and images.csv (encoder stand-in pre-training)
+init_from = "scratch"  # "scratch" or "resume" (from out_dir/ckpt.pt)
+eval_interval = 250
+log_interval = 25
+eval_clips = 16  # held-out clips reconstructed at each eval
+probe_frames = 1500  # frames for the linear probe of the deep tokens (0 = no probe)
+# encoder E (open_clip)
+clip_model = "nanodicode-tiny"  # an open_clip model name, or a config in config/open_clip/
+clip_pretrained = ""  # open_clip tag or local weights file; "" = stand-in pre-training below
+clip_pretrain_iters = 400  # contrastive pre-training of the tiny CLIP on images.csv (0 = random frozen E)
+clip_pretrain_batch = 128
+clip_pretrain_lr = 1e-3
+train_encoder = False  # the paper keeps E frozen
+# query transformer Q
+n_queries = 16
+token_dim = 64
+q_layers = 2
+q_heads = 4
+# denoiser
+denoiser = "unet"  # the compact VideoUNet of diffusion.py, pixel space
+unet_channels = (32, 64, 128)
+map_channels = 8
+# clips
+image_size = 32
+clip_frames = 8  # a clip is clip_frames + 1 frames: head, in-between, rear
+max_stride = 4  # frame stride drawn from [1, max_stride], given to the decoder
+val_fraction = 0.05
+cache_frames = True  # keep decoded videos in RAM (small data sets)
+# diffusion
+prediction_type = "v"
+zero_terminal_snr = True
+cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
+ddim_steps = 20  # eval reconstructions (sample.py uses the paper's 50)
+cfg_scale = 7.5
+guidance_rescale = 0.7
+eval_stride = 1
+# optimisation
+batch_size = 16
+grad_accum = 1
+learning_rate = 1e-3
+min_lr = 1e-4
+lr_schedule = "cosine"  # or "constant"
+warmup_iters = 100
+max_iters = 2000
+weight_decay = 0.0
+beta1 = 0.9
+beta2 = 0.999
+grad_clip = 1.0
+# system
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "float32"  # or "bfloat16" (autocast)
+compile = False
+seed = 1337
+# -----------------------------------------------------------------------------
+
+
+class Autoencoder(nn.Module):
+    """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips."""
+
+    def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type):
+        super().__init__()
+        self.tokenizer, self.denoiser, self.prediction_type = tokenizer, denoiser, prediction_type
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    def condition(self, clips):
+        """Head and rear deep tokens of clips (B, T, 3, H, W) -> (B, 2 N_q, C)."""
+        return self.tokenizer.encode(clips[:, [0, -1]]).flatten(1, 2)
+
+    def forward(self, clips, frame_stride, drop):
+        seen = torch.where(drop[:, None, None, None, None], torch.zeros_like(clips), clips)  # CFG: zero image
+        cond = self.condition(seen)
+        return diffusion.diffusion_loss(self.denoiser, clips, cond, frame_stride, self.alphas_cumprod,
+                                        self.prediction_type)
+
+
+def get_lr(it):
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / warmup_iters
+    if lr_schedule == "constant":
+        return learning_rate
+    progress = min(1.0, (it - warmup_iters) / max(1, max_iters - warmup_iters))
+    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def get_batch(dataset, n):
+    items = [dataset[i] for i in torch.randint(len(dataset), (n,)).tolist()]
+    clips = torch.stack([it["frames"] for it in items]).to(device)  # (B, T, 3, H, W)
+    return clips, torch.tensor([it["frame_stride"] for it in items], device=device)
+
+
+def pretrain_clip(out_path):
+    """Stand-in for CLIP's web-scale pre-training: a short contrastive run of the tiny
+    open_clip model on the image-text set, saved as an open_clip weights file."""
+    import open_clip
+    model = tok.create_clip(clip_model).to(device).train()
+    tokenize = open_clip.get_tokenizer("ViT-B-32", context_length=model.context_length)  # bundled BPE, offline
+    images = data.ImageTextDataset(os.path.join(data_dir, "images.csv"), image_size, cache=True)
+    encoder = tok.FrameEncoder(model, trainable=True)  # same resize + normalisation as at encode time
+    loss_fn = open_clip.loss.ClipLoss()
+    opt = torch.optim.AdamW(model.parameters(), lr=clip_pretrain_lr, weight_decay=0.1)
+    for it in range(clip_pretrain_iters):
+        items = [images[i] for i in torch.randint(len(images), (clip_pretrain_batch,)).tolist()]
+        x = encoder.preprocess(torch.cat([item["frames"] for item in items]).to(device))
+        text = tokenize([item["caption"] for item in items]).to(device)
+        image_features = nn.functional.normalize(model.encode_image(x), dim=-1)
+        text_features = nn.functional.normalize(model.encode_text(text), dim=-1)
+        loss = loss_fn(image_features, text_features, model.logit_scale.exp())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if it % log_interval == 0 or it == clip_pretrain_iters - 1:
+            captions = np.array([item["caption"] for item in items])  # a hit: the best text has the same caption
+            hits = captions[(image_features @ text_features.T).argmax(1).cpu().numpy()] == captions
+            print(f"clip pre-train {it}: loss {loss.item():.3f}, image->text caption retrieval {hits.mean():.2f}")
+    tmp = out_path + ".tmp"
+    torch.save(model.state_dict(), tmp)
+    os.replace(tmp, out_path)
+
+
+def ridge_probe(features, labels, classify):
+    """Linear probe with a ridge penalty picked on a validation third; score on the last third.
+
+    features (N, F), labels (N,) class ids or (N, 2) centroids. Returns accuracy or mean
+    Euclidean error in pixels.
+    """
+    n = len(features)
+    f = (features - features[: n // 3].mean(0)) / (features[: n // 3].std(0) + 1e-6)
+    f = torch.cat([f, torch.ones(n, 1)], 1).double()
+    y = nn.functional.one_hot(labels, 7).double() if classify else labels.double()
+    parts = [slice(0, n // 3), slice(n // 3, 2 * n // 3), slice(2 * n // 3, n)]
+    score = (lambda p, t: (p.argmax(1) == t.argmax(1)).double().mean()) if classify else \
+        (lambda p, t: (p - t).norm(dim=1).mean())
+    best = None
+    for lam in (1e-2, 1e-1, 1, 10, 100, 1000):
+        a, yy = f[parts[0]], y[parts[0]]
+        w = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ yy)
+        val = score(f[parts[1]] @ w, y[parts[1]]).item()
+        if best is None or (val > best[0] if classify else val < best[0]):
+            best = (val, w)
+    return score(f[parts[2]] @ best[1], y[parts[2]]).item()
+
+
+@torch.no_grad()
+def probe_deep_tokens(tokenizer, frames):
+    """Linear probes of deep tokens (held-out frames (N, 3, H, W)) for color and centroid."""
+    infos = [data.analyze_frame(f) for f in data.to_uint8(frames)]
+    keep = [i for i, info in enumerate(infos) if info["num_objects"] == 1]
+    tokens = torch.cat([tokenizer.encode(frames[keep][i:i + 256].to(device)).flatten(1).float().cpu()
+                        for i in range(0, len(keep), 256)])
+    colors = torch.tensor([list(data.COLORS).index(infos[i]["color"]) for i in keep])
+    centroids = torch.tensor([infos[i]["centroid"] for i in keep])
+    return ridge_probe(tokens, colors, True), ridge_probe(tokens, centroids, False)
+
+
+@torch.no_grad()
+def reconstruct(model, clips, frame_stride, uncond_tokens, generator):
+    """Decode clips (B, T, 3, H, W) from their head/rear deep tokens alone with DDIM."""
+    cond = model.condition(clips)
+    uncond = uncond_tokens.expand_as(cond)
+    stride = frame_stride.repeat(2) if cfg_scale != 1 else frame_stride  # ddim_sample batches cond + uncond
+    net = lambda x_t, t, c: model.denoiser(x_t, t, c, stride[: len(x_t)])
+    noise = torch.randn(clips.shape, generator=generator).to(device)
+    return diffusion.ddim_sample(net, noise, cond, uncond, alphas_cumprod=model.alphas_cumprod, num_steps=ddim_steps,
+                                 cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
+                                 prediction_type=prediction_type, generator=generator).clamp(-1, 1)
+
+
+def reconstruction_metrics(clips, recon):
+    """PSNR of the in-between frames (with the pixel-seeing baselines) and analyser scores."""
+    def psnr(a, b):  # per clip, frames in [-1, 1] -> [0, 1]
+        mse = ((a - b) / 2).square().flatten(1).mean(1)
+        return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+    T = clips.shape[1]
+    mid = clips[:, 1:-1]
+    alpha = torch.linspace(0, 1, T)[1:-1].view(1, -1, 1, 1, 1)
+    out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:], mid),
+           "psnr_repeat_head": psnr(clips[:, :1].expand_as(mid), mid), "psnr_black": psnr(-torch.ones_like(mid), mid)}
+    truth, made = data.to_uint8(clips), data.to_uint8(recon)
+    color, err, single = [], [], []
+    for b in range(len(clips)):
+        t_info, r_info = data.analyze_frame(truth[b, T // 2]), data.analyze_frame(made[b, T // 2])
+        color.append(r_info["color"] == t_info["color"])
+        if r_info["centroid"] is not None:
+            err.append(np.hypot(*np.subtract(r_info["centroid"], t_info["centroid"])))
+        single += [data.analyze_frame(f)["num_objects"] == 1 for f in made[b]]
+    out.update(color_acc=float(np.mean(color)), centroid_err=float(np.mean(err)) if err else float("nan"),
+               one_object=float(np.mean(single)))
+    return out
+
+
+def write_side_by_side(path, clips, recon, scale=4):
+    """gif: ground truth on top, reconstruction below, one column per clip."""
+    import imageio
+    truth, made = data.to_uint8(clips[:8]), data.to_uint8(recon[:8])  # (B, T, H, W, 3)
+    grid = np.concatenate([np.concatenate(list(truth), axis=2), np.concatenate(list(made), axis=2)], axis=1)
+    grid = grid.repeat(scale, axis=1).repeat(scale, axis=2)  # (T, 2H, B W, 3)
+    imageio.mimsave(path, list(grid), duration=125, loop=0)
+
+
+def save_checkpoint(path, **state):
+    tmp = path + ".tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+if __name__ == "__main__":
+    config = configure(globals(), sys.argv[1:])
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    if ddp:
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        if device.startswith("cuda"):
+            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+            torch.cuda.set_device(device)
+    else:
+        rank, world_size = 0, 1
+    master = rank == 0
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
+    os.makedirs(out_dir, exist_ok=True)
+    ckpt_path = os.path.join(out_dir, "ckpt.pt")
+
+    # encoder stand-in pre-training (rank 0 writes it once; re-runs reuse the file)
+    torch.manual_seed(seed)
+    if not clip_pretrained and clip_pretrain_iters > 0:
+        clip_pretrained = os.path.join(out_dir, "clip_pretrained.pt")
+        if master and not os.path.isfile(clip_pretrained):
+            t0 = time.time()
+            pretrain_clip(clip_pretrained)
+            print(f"clip pre-training: {time.time() - t0:.0f}s -> {clip_pretrained}")
+        if ddp:
+            dist.barrier()
+        config["clip_pretrained"] = clip_pretrained
+
+    tokenizer, denoiser = tok.build_autoencoder(config)
+    alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
+    model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
+    iter_num = 0
+    if init_from == "resume":
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        tokenizer.load_state_dict(ckpt["tokenizer"])
+        denoiser.load_state_dict(ckpt["denoiser"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        iter_num = ckpt["iter_num"]
+        print(f"resumed from {ckpt_path} at iter {iter_num}") if master else None
+    elif init_from != "scratch":
+        sys.exit(f"config error: init_from must be 'scratch' or 'resume', got {init_from!r}")
+    if master:
+        n_train = sum(p.numel() for p in params)
+        print(f"E {sum(p.numel() for p in tokenizer.encoder.parameters()) / 1e6:.2f}M (frozen: {not train_encoder}), "
+              f"Q {sum(p.numel() for p in tokenizer.query.parameters()) / 1e6:.2f}M, "
+              f"denoiser {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
+    train_model = torch.compile(model) if compile else model
+    if ddp:
+        train_model = DDP(train_model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None)
+
+    manifest = os.path.join(data_dir, "videos.csv")
+    train_set = data.ClipDataset(manifest, image_size, clip_frames, max_stride, split="train",
+                                 val_fraction=val_fraction, cache=cache_frames)
+    val_set = data.ClipDataset(manifest, image_size, clip_frames, eval_stride, split="val",
+                               val_fraction=val_fraction, cache=cache_frames)
+    torch.manual_seed(seed)  # the same held-out clips at every eval and in every run
+    val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
+    val_stride = torch.full((eval_clips,), eval_stride, device=device)
+    probe_set = data.KeyframeDataset(manifest, image_size, 1, clip_frames + 1, split="train", val_fraction=val_fraction,
+                                     cache=cache_frames) if probe_frames else None
+
+    def evaluate():
+        model.eval()
+        zero = torch.zeros(1, 2, 3, image_size, image_size, device=device)
+        uncond = model.condition(zero)  # tokens of an all-zero image, as in training
+        recon = reconstruct(model, val_clips.to(device), val_stride, uncond, torch.Generator().manual_seed(seed))
+        metrics = reconstruction_metrics(val_clips, recon.cpu())
+        write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon.cpu())
+        if probe_set is not None:
+            g = torch.Generator().manual_seed(seed)
+            frames = torch.cat([probe_set[i]["frames"] for i in torch.randint(len(probe_set), (probe_frames // (clip_frames + 1) + 1,), generator=g).tolist()])
+            metrics["probe_color"], metrics["probe_centroid"] = probe_deep_tokens(tokenizer, frames[:probe_frames])
+        model.train()
+        return metrics
+
+    log = open(os.path.join(out_dir, "log.csv"), "a")
+    t0, train_time, clips_seen = time.time(), 0.0, 0
+    model.train()
+    while True:
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            if master:
+                metrics = evaluate()
+                print(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                log.write(f"eval,{iter_num},{time.time() - t0:.1f}," + ",".join(f"{k}={v:.4f}" for k, v in metrics.items()) + "\n")
+                log.flush()
+                if iter_num > 0:
+                    save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
+                                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
+        if iter_num >= max_iters:
+            break
+        # every iteration reseeds from (seed, rank, iter): batches, strides, noise and drops replay exactly on resume
+        torch.manual_seed(seed + 1000003 * iter_num + rank)
+        t_iter = time.time()
+        lr = get_lr(iter_num)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        for micro in range(grad_accum):
+            clips, stride = get_batch(train_set, batch_size)
+            drop = torch.rand(batch_size, device=device) < cond_drop_prob
+            sync = nullcontext() if (not ddp or micro == grad_accum - 1) else train_model.no_sync()
+            with sync, autocast:
+                loss = train_model(clips, stride, drop) / grad_accum
+            loss.backward()
+        if grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        clips_seen += batch_size * grad_accum * world_size
+        train_time += time.time() - t_iter
+        if master and iter_num % log_interval == 0:
+            dt = time.time() - t0
+            print(f"iter {iter_num}: loss {loss.item() * grad_accum:.4f}, lr {lr:.2e}, "
+                  f"{clips_seen / train_time:.1f} clips/s, {dt:.0f}s")
+            log.write(f"train,{iter_num},{dt:.1f},loss={loss.item() * grad_accum:.5f}\n")
+            log.flush()
+    if ddp:  # DDP keeps replicas identical; check it, since a silent drift would waste a whole run
+        flat = torch.cat([p.detach().flatten().float() for p in model.parameters()]).to(device)
+        copies = [torch.empty_like(flat) for _ in range(world_size)]
+        dist.all_gather(copies, flat)
+        if master:
+            print(f"ranks in sync: {all(torch.equal(copies[0], c) for c in copies)}")
+        dist.destroy_process_group()
