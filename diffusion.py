@@ -270,6 +270,108 @@ class VideoUNet(nn.Module):
         return F.pixel_shuffle(out, 2).view(B, T, 3, H, W)
 
 
+class LatentVideoDenoiser(nn.Module):
+    """The paper-size denoiser: a pretrained latent video UNet and its frozen VAE (diffusers).
+
+    The paper fine-tunes DynamiCrafter with the text prompt set empty and the deep tokens as
+    its cross-attention condition (Sec. 4.1, supp. 6). This is the same trick on a diffusers
+    `UNet3DConditionModel` in the ModelScope-T2V / zeroscope layout: the 2 x N_q deep tokens
+    (plus a learned head / rear embedding, projected if token_dim != cross_attention_dim) take
+    the place of the 1024-d text embeddings in every cross-attention. The frame stride enters
+    through `timestep_cond`: a sinusoidal embedding of the stride, projected by the UNet's
+    `time_embedding.cond_proj` and added to the timestep's. A pretrained UNet without that
+    projection gets a zero-initialised one, so fine-tuning starts from its exact behaviour.
+
+    It works in the VAE's latent space: denoiser(z_t, t, cond, frame_stride) with z_t
+    (B, T, 4, h, w). `latent = True` tells the training loop to diffuse `encode_frames(clips)`
+    instead of pixels, and samples come back to frames through `decode_latents`.
+    """
+
+    latent = True
+
+    def __init__(self, unet, vae, token_dim, max_stride):
+        super().__init__()
+        if vae.config.latent_channels != unet.config.in_channels or unet.config.in_channels != unet.config.out_channels:
+            raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels, "
+                             f"the VAE has {vae.config.latent_channels} latent channels: they must all be equal")
+        self.unet, self.vae = unet, vae
+        self.vae.requires_grad_(False).eval()  # frozen, as in the paper
+        self.max_stride = max_stride  # the largest stride drawn in training (the sinusoid takes any integer)
+        self.head_rear = nn.Parameter(torch.randn(2, 1, token_dim) * 0.02)  # learned head / rear embedding
+        context_dim = unet.config.cross_attention_dim
+        self.proj = nn.Linear(token_dim, context_dim) if token_dim != context_dim else nn.Identity()
+        te = unet.time_embedding
+        if te.cond_proj is None:  # no stride input in the pretrained UNet: add a zero one
+            dim = te.linear_1.in_features  # the stride embedding is added to the timestep's sinusoid
+            te.cond_proj = nn.Linear(dim, dim, bias=False, device=te.linear_1.weight.device,
+                                     dtype=te.linear_1.weight.dtype)
+            nn.init.zeros_(te.cond_proj.weight)
+            unet.register_to_config(time_cond_proj_dim=dim)  # so save_pretrained / from_config rebuild it
+        self.stride_dim = te.cond_proj.in_features
+        if self.stride_dim % 2:
+            raise ValueError(f"time_cond_proj_dim must be even for the sinusoidal stride embedding, got {self.stride_dim}")
+        self.scaling_factor = vae.config.scaling_factor
+        self.shift_factor = getattr(vae.config, "shift_factor", None) or 0.0
+        self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
+
+    @classmethod
+    def from_pretrained(cls, local_dir, token_dim, max_stride):
+        """Load `local_dir`/unet (UNet3DConditionModel) and `local_dir`/vae (AutoencoderKL), local files only."""
+        import os
+        from diffusers import AutoencoderKL, UNet3DConditionModel
+        for sub in ("unet", "vae"):
+            if not os.path.isfile(os.path.join(local_dir, sub, "config.json")):
+                raise FileNotFoundError(f"{os.path.join(local_dir, sub)} holds no diffusers model (config.json); "
+                                        f"expected a zeroscope / ModelScope-T2V style directory with unet/ and vae/")
+        unet = UNet3DConditionModel.from_pretrained(local_dir, subfolder="unet", local_files_only=True)
+        vae = AutoencoderKL.from_pretrained(local_dir, subfolder="vae", local_files_only=True)
+        return cls(unet, vae, token_dim, max_stride)
+
+    @classmethod
+    def from_config(cls, unet_config, vae_config, token_dim, max_stride):
+        """Random weights from diffusers config dicts (the unet/ and vae/ config.json contents)."""
+        from diffusers import AutoencoderKL, UNet3DConditionModel
+        return cls(UNet3DConditionModel.from_config(unet_config), AutoencoderKL.from_config(vae_config),
+                   token_dim, max_stride)
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.vae.eval()  # the frozen VAE stays in eval mode
+        return self
+
+    def latent_shape(self, frames_shape):
+        """(B, T, 3, H, W) -> the (B, T, C_latent, H / f, W / f) shape encode_frames returns."""
+        B, T, _, H, W = frames_shape
+        return (B, T, self.vae.config.latent_channels, H // self.downsample, W // self.downsample)
+
+    @torch.no_grad()
+    def encode_frames(self, frames, chunk=32):
+        """Frames (B, T, 3, H, W) in [-1, 1] -> latents (B, T, C, h, w): the VAE posterior mean,
+        shifted and scaled to about unit variance. In the VAE's own precision, `chunk` frames at a time."""
+        B, T = frames.shape[:2]
+        x = frames.flatten(0, 1).to(self.vae.dtype)
+        with torch.autocast(frames.device.type, enabled=False):
+            z = torch.cat([self.vae.encode(c).latent_dist.mean for c in x.split(chunk)])
+        return ((z - self.shift_factor) * self.scaling_factor).view(B, T, *z.shape[1:])
+
+    @torch.no_grad()
+    def decode_latents(self, latents, chunk=16):
+        """Latents (B, T, C, h, w) -> frames (B, T, 3, H, W), about [-1, 1] (not clamped)."""
+        B, T = latents.shape[:2]
+        z = latents.flatten(0, 1).to(self.vae.dtype) / self.scaling_factor + self.shift_factor
+        with torch.autocast(latents.device.type, enabled=False):
+            x = torch.cat([self.vae.decode(c).sample for c in z.split(chunk)])
+        return x.view(B, T, *x.shape[1:])
+
+    def forward(self, z_t, t, cond, frame_stride):
+        B = z_t.shape[0]
+        tokens = cond.view(B, 2, -1, cond.shape[-1]) + self.head_rear[None]  # (B, 2, N_q, D): head, rear
+        context = self.proj(tokens.flatten(1, 2))  # (B, 2 N_q, cross_attention_dim): the "text" slot
+        stride_emb = timestep_embedding(frame_stride, self.stride_dim).to(context.dtype)  # (B, stride_dim)
+        out = self.unet(z_t.transpose(1, 2), t, encoder_hidden_states=context, timestep_cond=stride_emb,
+                        return_dict=False)[0]  # diffusers wants (B, C, T, h, w)
+        return out.transpose(1, 2)
+
 
 # -----------------------------------------------------------------------------
 # sampling: DDIM (Song et al. 2021) with classifier-free guidance and guidance rescale

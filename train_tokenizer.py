@@ -52,6 +52,7 @@ q_heads = 4
 denoiser = "unet"  # the compact VideoUNet of diffusion.py, pixel space
 unet_channels = (32, 64, 128)
 map_channels = 8
+pretrained_dir = ""  # denoiser "unet3d": local diffusers directory with unet/ and vae/ (zeroscope / ModelScope-T2V layout)
 # clips
 image_size = 32
 clip_frames = 8  # a clip is clip_frames + 1 frames: head, in-between, rear
@@ -101,7 +102,8 @@ class Autoencoder(nn.Module):
     def forward(self, clips, frame_stride, drop):
         seen = torch.where(drop[:, None, None, None, None], torch.zeros_like(clips), clips)  # CFG: zero image
         cond = self.condition(seen)
-        return diffusion.diffusion_loss(self.denoiser, clips, cond, frame_stride, self.alphas_cumprod,
+        x0 = self.denoiser.encode_frames(clips) if getattr(self.denoiser, "latent", False) else clips  # latent space
+        return diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod,
                                         self.prediction_type)
 
 
@@ -191,10 +193,12 @@ def reconstruct(model, clips, frame_stride, uncond_tokens, generator):
     uncond = uncond_tokens.expand_as(cond)
     stride = frame_stride.repeat(2) if cfg_scale != 1 else frame_stride  # ddim_sample batches cond + uncond
     net = lambda x_t, t, c: model.denoiser(x_t, t, c, stride[: len(x_t)])
-    noise = torch.randn(clips.shape, generator=generator).to(device)
-    return diffusion.ddim_sample(net, noise, cond, uncond, alphas_cumprod=model.alphas_cumprod, num_steps=ddim_steps,
-                                 cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
-                                 prediction_type=prediction_type, generator=generator).clamp(-1, 1)
+    latent = getattr(model.denoiser, "latent", False)
+    noise = torch.randn(model.denoiser.latent_shape(clips.shape) if latent else clips.shape, generator=generator).to(device)
+    out = diffusion.ddim_sample(net, noise, cond, uncond, alphas_cumprod=model.alphas_cumprod, num_steps=ddim_steps,
+                                cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
+                                prediction_type=prediction_type, generator=generator)
+    return (model.denoiser.decode_latents(out) if latent else out).clamp(-1, 1)
 
 
 def reconstruction_metrics(clips, recon):
