@@ -1,0 +1,29 @@
+# The paper's default AR model (supp. Sec. 6): Llama-3.2-1B, text 80 tokens, 16 keyframes of 16 x 1024 deep tokens,
+# 16-component GMM, AdamW lr 1e-4 (0.9, 0.98), eps 1e-6, wd 0.05, 1k warm-up + cosine, global batch 256.
+# This file is stage 3 (image:video 1:1); the other stages by flags, each from the previous checkpoint:
+#   stage 1: --loss=l2 --image_video_ratio=1.0 --init_from=scratch     stage 2: --loss=gmm --image_video_ratio=1.0
+#   stage 4: --image_video_ratio=0.0 --min_motion=... --max_iters=20000 (motion bounds on data.motion_score's scale)
+# $ torchrun --standalone --nproc_per_node=4 train_ar.py config/ar_paper_llama1b.py
+out_dir = "out/ar_paper_llama1b"
+init_from = "scratch"  # or out/<previous stage>/ckpt.pt
+backbone = "llama-3.2-1b"  # or a local directory holding the released Llama-3.2-1B weights + tokenizer
+data_dir = "data/webvid_tokens"
+image_video_ratio = 0.5
+max_keyframes = 16
+text_len = 80  # context 80 + (1 + 16) * 16 = 352
+loss = "gmm"
+gmm_k = 16
+text_drop_prob = 0.1
+visual_drop_prob = 0.05
+batch_size = 8
+gradient_accumulation_steps = 32  # 8 x 32 = 256 sequences per step, over all GPUs
+learning_rate = 1e-4
+min_lr = 1e-5  # the paper does not give the cosine floor
+max_iters = 100000
+lr_decay_iters = 100000
+warmup_iters = 1000
+eval_interval = 2000
+eval_iters = 50
+log_interval = 20
+dtype = "bfloat16"
+compile = True

@@ -1,0 +1,18 @@
+# AR model, stage 3 of 4 (paper: image:video 1:1, GMM loss, 100k steps), from stage 2's weights.
+# $ python train_ar.py config/ar_shapes_stage3.py
+out_dir = "out/ar_shapes_stage3"
+init_from = "out/ar_shapes_stage2/ckpt.pt"
+data_dir = "data/shapes_tokens"
+image_video_ratio = 0.5
+loss = "gmm"
+gmm_k = 16
+max_keyframes = 5
+batch_size = 16
+learning_rate = 1e-3
+min_lr = 1e-4
+max_iters = 2000
+lr_decay_iters = 2000
+warmup_iters = 50
+eval_interval = 500
+eval_iters = 10
+log_interval = 50

@@ -1,0 +1,157 @@
+"""Tests of train_ar.py on small synthetic deep-token shards (N_q=4, C=8)."""
+import os
+import re
+import runpy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import data
+from configurator import apply_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = os.path.join(ROOT, "train_ar.py")
+COLORS, SHAPES, DIRECTIONS = ["red", "green", "blue"], ["circle", "square"], ["left", "right", "up", "down"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def caption_tokens(caption, num_keyframes, n_q=4, c=8):
+    """Deep tokens that are a deterministic function of the caption: (K, N_q, C)."""
+    g = torch.Generator().manual_seed(sum(ord(ch) * (i + 1) for i, ch in enumerate(caption)))
+    base, step = torch.randn(n_q, c, generator=g), 0.3 * torch.randn(n_q, c, generator=g)
+    return torch.stack([base + t * step for t in range(num_keyframes)])
+
+
+def write_shards(out, n=24, k=3, c=8):
+    os.makedirs(out, exist_ok=True)
+    caps = [f"a {COLORS[i % 3]} {SHAPES[i // 3 % 2]}" for i in range(n)]
+    data.save_token_shard(os.path.join(out, "images_000.safetensors"),
+                          torch.stack([caption_tokens(x, 1, c=c) for x in caps]), torch.ones(n, dtype=torch.long), caps)
+    caps = [f"a {COLORS[i % 3]} {SHAPES[i // 3 % 2]} moving {DIRECTIONS[i // 6 % 2]}" for i in range(n)]  # 12 captions
+    nk = torch.tensor([k - i % 2 for i in range(n)])  # 3 or 2 keyframes, zero padded
+    tokens = torch.stack([caption_tokens(x, k, c=c) for x in caps]) * (torch.arange(k) < nk[:, None])[..., None, None]
+    data.save_token_shard(os.path.join(out, "videos_000.safetensors"), tokens, nk, caps, torch.linspace(0, 1, n))
+    return out
+
+
+@pytest.fixture(scope="module")
+def token_dir(tmp_path_factory):
+    return write_shards(str(tmp_path_factory.mktemp("tokens")))
+
+
+def common(token_dir, out_dir, **kw):
+    args = dict(data_dir=token_dir, out_dir=out_dir, max_keyframes=3, text_len=12, gmm_k=4, batch_size=8,
+                learning_rate=3e-3, min_lr=3e-4, warmup_iters=2, lr_decay_iters=20, eval_iters=2, log_interval=5,
+                val_fraction=0.25, image_video_ratio=0.5, device="cpu", dtype="float32", seed=7) | kw
+    return [f"--{k}={v}" for k, v in args.items()]
+
+
+def train(argv, capsys):
+    """Run train_ar.py in this process (imports stay warm); returns its printed log."""
+    old = sys.argv
+    sys.argv = [TRAIN] + argv
+    try:
+        runpy.run_path(TRAIN, run_name="__main__")
+    finally:
+        sys.argv = old
+    return capsys.readouterr().out
+
+
+def val_losses(log):
+    return {int(s): float(v) for s, v in re.findall(r"step (\d+): val loss ([-\d.]+)", log)}
+
+
+@pytest.mark.parametrize("loss", ["l2", "gaussian", "gmm"])
+def test_each_loss_trains(loss, token_dir, tmp_path, capsys):
+    """Table 4's three heads as a config switch: the held-out loss falls for each."""
+    log = train(common(token_dir, str(tmp_path), loss=loss, max_iters=100, eval_interval=100, lr_decay_iters=100,
+                       peak_flops=1e12 if loss == "gmm" else 0.0), capsys)
+    v = val_losses(log)
+    drop = 0.3 * abs(v[0]) if loss == "l2" else 0.3  # l2: 30% of the MSE; NLLs: 0.3 nats per channel
+    assert v[100] < v[0] - drop, log
+    assert ("mfu" in log) == (loss == "gmm")  # MFU only when a peak is known
+    assert re.search(r"iter 100: loss [-\d.]+, lr [\d.e+-]+, [\d,]+ tok/s", log)
+
+
+def test_resume_is_exact(token_dir, tmp_path, capsys):
+    """10 steps straight == 5 steps + resume for 5 (same batches, drops, optimizer state)."""
+    kw = dict(max_iters=10, eval_interval=5, text_drop_prob=0.3, visual_drop_prob=0.3)
+    train(common(token_dir, str(tmp_path / "straight"), **kw), capsys)
+    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=5))), capsys)
+    log = train(common(token_dir, str(tmp_path / "resumed"), init_from="resume", **kw), capsys)
+    assert "resuming from" in log and "at step 5" in log
+    a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)
+    assert a["iter_num"] == b["iter_num"] == 10
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["val_loss"] == b["val_loss"]
+    from ar_model import ARModel  # the checkpoint rebuilds the model on its own (what sample.py needs)
+    model = ARModel.from_checkpoint(str(tmp_path / "straight" / "ckpt.pt"))
+    assert model.generate(["a red circle"], 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 4, 8)
+
+
+def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys):
+    train(common(token_dir, str(tmp_path / "s1"), loss="l2", max_iters=2, eval_interval=2, image_video_ratio=1.0), capsys)
+    src = str(tmp_path / "s1" / "ckpt.pt")
+    log = train(common(token_dir, str(tmp_path / "s2"), init_from=src, loss="gmm", max_iters=1, eval_interval=1,
+                       learning_rate=0.0, min_lr=0.0), capsys)  # lr 0: weights stay as loaded
+    assert "output projection last layer out_proj.4.weight, out_proj.4.bias NOT loaded" in log
+    assert "loss l2 k=4 -> gmm k=4" in log
+    a, b = torch.load(src, weights_only=True)["model"], torch.load(tmp_path / "s2" / "ckpt.pt", weights_only=True)["model"]
+    assert b["out_proj.4.weight"].shape == (2 * 4 * 8 + 4, 64) and a["out_proj.4.weight"].shape == (8, 64)
+    for key in a:
+        if not key.startswith("out_proj.4."):
+            assert torch.equal(a[key], b[key]), key
+    other = write_shards(str(tmp_path / "c6"), c=6)  # tokens with C=6 against a C=8 checkpoint
+    with pytest.raises(ValueError, match=r"N_q=4, C=8.*N_q=4, C=6"):
+        train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1), capsys)
+
+
+def test_data_split_and_motion_filter(token_dir):
+    import train_ar
+    full = train_ar.load_tokens(token_dir, "videos", 3, 0.25)
+    assert full["train"]["captions"] == train_ar.load_tokens(token_dir, "videos", 3, 0.25)["train"]["captions"]
+    assert len(full["train"]["captions"]) + len(full["val"]["captions"]) == 24 and len(full["val"]["captions"]) > 0
+    assert len(train_ar.load_tokens(token_dir, "videos", 3, 0.0)["train"]["captions"]) == 24
+    moving = train_ar.load_tokens(token_dir, "videos", 2, 0.25, min_motion=0.5)  # motion is linspace(0, 1, 24)
+    assert len(moving["train"]["captions"]) + len(moving["val"]["captions"]) == 12
+    assert moving["train"]["tokens"].shape[1:] == (2, 4, 8) and moving["train"]["num_keyframes"].max() == 2
+    rows = lambda s: {tuple(r) for r in s["tokens"][:, :2].flatten(1).tolist()}  # noqa: E731
+    assert rows(moving["val"]) <= rows(full["val"])  # filtering keeps the held-out rows held out
+
+
+def test_stage_configs():
+    import train_ar
+    defaults = {k: v for k, v in vars(train_ar).items() if not k.startswith("_")}
+    stages = [apply_config(dict(defaults), [os.path.join(ROOT, f"config/ar_shapes_stage{i}.py")]) for i in range(1, 5)]
+    assert [s["loss"] for s in stages] == ["l2", "gmm", "gmm", "gmm"]
+    assert [s["image_video_ratio"] for s in stages] == [1.0, 1.0, 0.5, 0.0] and stages[3]["min_motion"] > 0
+    for prev, nxt in zip(stages, stages[1:]):
+        assert nxt["init_from"] == prev["out_dir"] + "/ckpt.pt" and nxt["max_keyframes"] == prev["max_keyframes"]
+    paper = apply_config(dict(defaults), [os.path.join(ROOT, "config/ar_paper_llama1b.py")])
+    assert (paper["backbone"], paper["text_len"], paper["max_keyframes"], paper["gmm_k"]) == ("llama-3.2-1b", 80, 16, 16)
+    assert paper["learning_rate"] == 1e-4 and paper["batch_size"] * paper["gradient_accumulation_steps"] == 256
+
+
+def test_torchrun_two_processes(token_dir, tmp_path):
+    """DDP on CPU (gloo): runs, ranks agree on a parameter checksum, checkpoint holds both ranks' RNG."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", TRAIN,
+           *common(token_dir, str(tmp_path), max_iters=4, eval_interval=2, gradient_accumulation_steps=2, batch_size=4)]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert run.stdout.count("(same on all 2 ranks)") == 3  # steps 0, 2, 4
+    assert "2 process(es), 1 micro-batches of 4 each per step: global batch 8" in run.stdout
+    ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert ckpt["iter_num"] == 4 and len(ckpt["rng"]) == 2
+    assert not torch.equal(ckpt["rng"][0]["batches"], ckpt["rng"][1]["batches"])  # each rank its own batches

@@ -1,0 +1,371 @@
+"""
+Train the DiCoDe AR model (ar_model.py) on deep-token shards, nanoGPT style.
+
+$ python train_ar.py config/ar_shapes_stage1.py                       # one process, CPU or GPU
+$ python train_ar.py config/ar_shapes_stage1.py --max_iters=100 --batch_size=8
+$ torchrun --standalone --nproc_per_node=4 train_ar.py config/ar_paper_llama1b.py   # 4 GPUs, DDP
+
+Data: `data_dir` holds the shards `tokenizer.py encode` writes (data.save_token_shard):
+images_*.safetensors (one keyframe per row) and videos_*.safetensors. They are held in RAM.
+The paper trains in stages (supp. Sec. 6): images with L2, images with GMM, image:video 1:1,
+then motion-filtered videos; config/ar_shapes_stage{1,2,3,4}.py do the same, each starting
+from the previous stage's checkpoint (init_from=<path>).
+
+Checkpoint out_dir/ckpt.pt (written atomically; torch.load(..., weights_only=True) reads it):
+    model         state dict of ar_model.ARModel
+    model_config  ARConfig as a dict: ARModel.from_checkpoint(path) rebuilds the model from it
+    optimizer, iter_num, val_loss, config (this run's settings),
+    rng           per-rank RNG states (torch, cuda, batch sampler) for exact resume
+init_from="resume" continues from it exactly (same batches, same drops, same updates).
+"""
+import glob
+import math
+import os
+import sys
+import time
+import zlib
+from contextlib import nullcontext
+from dataclasses import asdict
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ar_model import ARConfig, ARModel
+from configurator import configure
+from data import load_token_shard
+
+# -----------------------------------------------------------------------------
+# default config values: a tiny CPU run on the shapes tokens
+# I/O
+out_dir = "out/ar"
+init_from = "scratch"  # "scratch", "resume" (out_dir/ckpt.pt) or a checkpoint path to start from (next stage)
+eval_interval = 200  # held-out loss, rank sync check and checkpoint every eval_interval steps and at the end
+eval_iters = 20
+log_interval = 10
+# data
+data_dir = "data/shapes_tokens"
+image_video_ratio = 1.0  # fraction of image rows in a batch: 1.0 images only, 0.0 videos only
+min_motion = None  # keep videos whose motion score lies in [min_motion, max_motion]; None = no bound
+max_motion = None
+max_keyframes = 5  # videos are cut to this many keyframes; also the model's frame-embedding size
+val_fraction = 0.05  # held-out rows (chosen by a hash of shard name and row: deterministic)
+# model (ar_model.ARConfig); n_q and token_dim come from the data
+backbone = "tiny-gpt2"  # ar_model.BACKBONES name or a local HF directory with weights (+ tokenizer)
+text_len = 16
+loss = "gmm"  # "gmm" | "gaussian" | "l2" (paper Table 4)
+gmm_k = 16
+text_drop_prob = 0.1
+visual_drop_prob = 0.05
+# optimizer: AdamW (fused kernel on CUDA and CPU), warm-up + cosine (paper: lr 1e-4, betas (0.9, 0.98), eps 1e-6, wd 0.05)
+batch_size = 16  # micro-batch per process
+gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
+learning_rate = 1e-4
+min_lr = 1e-5
+max_iters = 1000
+warmup_iters = 100
+lr_decay_iters = 1000
+weight_decay = 0.05  # matrices and embeddings only (dim >= 2)
+beta1 = 0.9
+beta2 = 0.98
+adam_eps = 1e-6
+grad_clip = 1.0  # 0 = off
+# system
+device = "cuda" if torch.cuda.is_available() else "cpu"
+dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
+compile = False
+peak_flops = 0.0  # peak FLOP/s of one device for MFU (e.g. CPU); 0 = PEAK_FLOPS by CUDA device name
+seed = 1337
+
+PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}  # dense bf16 tensor-core peaks
+
+# -----------------------------------------------------------------------------
+# data
+
+
+def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, max_motion=None):
+    """All `{kind}_*.safetensors` shards -> {"train": set, "val": set}, or None if there are none.
+
+    A set is {"tokens": (N, T, N_q, C), "num_keyframes": (N,), "captions": [N]}, T <= max_keyframes.
+    Videos outside [min_motion, max_motion] are dropped (a NaN score fails any bound). A row is
+    held out when crc32("shard:row") / 2^32 < val_fraction, whatever the other rows and filters."""
+    paths = sorted(glob.glob(os.path.join(data_dir, f"{kind}_*.safetensors")))
+    if not paths:
+        return None
+    parts = {"train": [], "val": []}
+    for path in paths:
+        tokens, nk, captions, motion = load_token_shard(path)  # (N, K, N_q, C), (N,), [N], (N,)
+        keep = nk > 0
+        if min_motion is not None:
+            keep &= motion >= min_motion
+        if max_motion is not None:
+            keep &= motion <= max_motion
+        name = os.path.basename(path)
+        held = torch.tensor([zlib.crc32(f"{name}:{i}".encode()) < val_fraction * 2 ** 32 for i in range(len(nk))])
+        for split, rows in (("train", keep & ~held), ("val", keep & held)):
+            idx = rows.nonzero().flatten().tolist()
+            parts[split].append((tokens[idx, :max_keyframes], nk[idx].clamp(max=max_keyframes), [captions[i] for i in idx]))
+    out = {}
+    for split, chunks in parts.items():
+        T = max(c[0].shape[1] for c in chunks)
+        out[split] = {"tokens": torch.cat([F.pad(c[0], (0, 0, 0, 0, 0, T - c[0].shape[1])) for c in chunks]),
+                      "num_keyframes": torch.cat([c[1] for c in chunks]), "captions": sum((c[2] for c in chunks), [])}
+    return out
+
+
+class Batches:
+    """Random batches drawn from in-RAM token sets with a generator seeded per rank.
+
+    Each batch holds round(batch_size * image_ratio) image rows then video rows, uniformly with
+    replacement; keyframes are zero-padded to the longest row (or to pad_to). Returns
+    text_ids, text_mask (B, L), tokens (B, T, N_q, C), num_keyframes (B,) on `device`."""
+
+    def __init__(self, images, videos, batch_size, image_ratio, seed, device, pad_to=None):
+        n_img = round(batch_size * image_ratio)
+        self.sets = []
+        for name, s, n in (("image", images, n_img), ("video", videos, batch_size - n_img)):
+            if n > 0 and (s is None or len(s["tokens"]) == 0):
+                raise ValueError(f"image_video_ratio={image_ratio} needs {name} rows, but there are none "
+                                 f"(check data_dir, the motion bounds and val_fraction)")
+            if n > 0:
+                self.sets.append((s, n))
+        self.gen = torch.Generator().manual_seed(seed)
+        self.device, self.pad_to = device, pad_to
+
+    def next(self):
+        picks = [(s, torch.randint(len(s["tokens"]), (n,), generator=self.gen)) for s, n in self.sets]
+        nk = torch.cat([s["num_keyframes"][i] for s, i in picks])  # (B,)
+        T = self.pad_to or int(nk.max())
+        tokens = torch.cat([F.pad(s["tokens"][i, :T], (0, 0, 0, 0, 0, T - min(T, s["tokens"].shape[1])))
+                            for s, i in picks])  # (B, T, N_q, C)
+        text_ids, text_mask = (torch.cat([s[key][i] for s, i in picks]) for key in ("text_ids", "text_mask"))
+        batch = (text_ids, text_mask, tokens, nk)
+        if self.device.startswith("cuda"):
+            return tuple(x.pin_memory().to(self.device, non_blocking=True) for x in batch)
+        return batch
+
+
+def load_matching(model, state, source):
+    """Load a state dict into `model`, except a mismatched last layer of the output projection
+    (the head's size changes with loss / K, e.g. stage 1 L2 -> stage 2 GMM). Returns skipped keys."""
+    own, last = model.state_dict(), f"out_proj.{len(model.out_proj) - 1}."
+    skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    for k in skipped:
+        if not k.startswith(last):
+            raise ValueError(f"{source}: {k} has shape {tuple(state[k].shape)} but this model's is {tuple(own[k].shape)}")
+    missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    if set(missing) != set(skipped) or unexpected:
+        raise ValueError(f"{source}: missing keys {sorted(set(missing) - set(skipped))}, unexpected keys {unexpected}")
+    return skipped
+
+
+def get_lr(it):
+    """Linear warm-up, then cosine decay from learning_rate to min_lr at lr_decay_iters."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / (warmup_iters + 1)
+    if it > lr_decay_iters:
+        return min_lr
+    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
+
+
+# -----------------------------------------------------------------------------
+
+def main(config):
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    dev = device
+    if ddp:
+        dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+        rank, local_rank, world = dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
+        if dev.startswith("cuda"):
+            dev = f"cuda:{local_rank}"
+            torch.cuda.set_device(dev)
+        if gradient_accumulation_steps % world:
+            raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
+                             f"the {world} processes")
+    else:
+        rank, local_rank, world = 0, 0, 1
+    accum, master, device_type = gradient_accumulation_steps // world, rank == 0, dev.split(":")[0]
+    log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
+    torch.manual_seed(seed + rank)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+
+    # data (held in RAM)
+    images = load_tokens(data_dir, "images", 1, val_fraction)
+    videos = load_tokens(data_dir, "videos", max_keyframes, val_fraction, min_motion, max_motion)
+    if images is None and videos is None:
+        raise FileNotFoundError(f"no images_*.safetensors or videos_*.safetensors shards in {data_dir}")
+    n_q, token_dim = (images or videos)["train"]["tokens"].shape[2:]
+
+    # model: scratch, resume, or the previous stage's weights (architecture from its checkpoint)
+    ckpt, iter_num, start_iter = None, 0, 0
+    if init_from == "scratch":
+        cfg = ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes, text_len=text_len,
+                       loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob)
+        source = backbone
+    else:
+        source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+        cfg = ARConfig(**ckpt["model_config"])
+        if init_from != "resume":  # a new stage: new loss / drops, same architecture
+            cfg = ARConfig(**(asdict(cfg) | dict(loss=loss, k=gmm_k, text_drop_prob=text_drop_prob,
+                                                 visual_drop_prob=visual_drop_prob)))
+    if (cfg.n_q, cfg.token_dim) != (n_q, token_dim) or cfg.max_keyframes < max_keyframes:
+        raise ValueError(f"{source} has N_q={cfg.n_q}, C={cfg.token_dim}, max_keyframes={cfg.max_keyframes} but "
+                         f"{data_dir} has N_q={n_q}, C={token_dim} and max_keyframes={max_keyframes} is asked for")
+    raw_model = ARModel(cfg)
+    if init_from == "resume":
+        raw_model.load_state_dict(ckpt["model"])
+        iter_num = start_iter = ckpt["iter_num"]
+        log(f"resuming from {source} at step {iter_num}")
+    elif ckpt is not None:
+        skipped = load_matching(raw_model, ckpt["model"], source)
+        log(f"init_from {source}: backbone, text_len={cfg.text_len}, max_keyframes={cfg.max_keyframes} from there; "
+            f"loaded {len(ckpt['model']) - len(skipped)} tensors" + (
+            f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
+            f"{ckpt['model_config']['loss']} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), "
+            f"freshly initialised" if skipped else ""))
+    raw_model.to(dev)
+    lookups = {id(raw_model.backbone.get_input_embeddings().weight), id(raw_model.frame_emb), id(raw_model.pos_emb)}
+    lookups |= {id(p) for n, p in raw_model.backbone.named_parameters() if n.startswith("wpe.")}  # GPT-2 positions
+    n_params = sum(p.numel() for p in raw_model.parameters())
+    n_flop_params = sum(p.numel() for p in raw_model.parameters() if id(p) not in lookups)
+    log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "
+        f"backbone {cfg.backbone}, loss {cfg.loss}, N_q={n_q}, C={token_dim}")
+    for d in (images, videos):  # tokenise every caption once
+        for s in (d or {}).values():
+            s["text_ids"], s["text_mask"] = raw_model.tokenize(s["captions"])
+    pad_to = (1 if image_video_ratio == 1.0 else max_keyframes) if compile else None  # static shapes for compile
+    train_batches = Batches(images and images["train"], videos and videos["train"], batch_size, image_video_ratio,
+                            seed + rank, dev, pad_to)
+    try:
+        val_batches = Batches(images and images["val"], videos and videos["val"], batch_size, image_video_ratio,
+                              seed + 10_000 + rank, dev, pad_to)
+    except ValueError:
+        val_batches = None
+        log("no held-out rows for this image_video_ratio: no val loss (raise val_fraction)")
+
+    decay = [p for p in raw_model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in raw_model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), eps=adam_eps,
+                                  fused=device_type in ("cuda", "cpu"))
+    scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
+    if init_from == "resume":
+        optimizer.load_state_dict(ckpt["optimizer"])
+        if len(ckpt["rng"]) == world:
+            state = ckpt["rng"][rank]
+            torch.set_rng_state(state["torch"])
+            if state["cuda"] is not None and device_type == "cuda":
+                torch.cuda.set_rng_state(state["cuda"])
+            train_batches.gen.set_state(state["batches"])
+        else:
+            log(f"checkpoint has RNG states for {len(ckpt['rng'])} processes, this run has {world}: not restored")
+    ckpt = None
+    model = fwd_model = torch.compile(raw_model) if compile else raw_model  # compile before the DDP wrap
+    if ddp:
+        model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
+
+    hf = raw_model.backbone.config
+    layers, heads, head_dim = hf.num_hidden_layers, hf.num_attention_heads, hf.hidden_size // hf.num_attention_heads
+    gpu_name = torch.cuda.get_device_name() if device_type == "cuda" else ""
+    peak = peak_flops or next((v for k, v in PEAK_FLOPS.items() if k in gpu_name), 0.0)  # 0: MFU not logged
+
+    @torch.no_grad()
+    def estimate_loss():
+        """Mean held-out loss over eval_iters fixed batches and all ranks (no drops in eval mode)."""
+        if val_batches is None:
+            return float("nan")
+        model.eval()
+        val_batches.gen.manual_seed(seed + 10_000 + rank)  # the same held-out batches every time
+        total = torch.zeros((), device=dev)
+        for _ in range(eval_iters):
+            with ctx:
+                total += fwd_model(*val_batches.next()).float()
+        model.train()
+        if ddp:
+            dist.all_reduce(total)
+        return total.item() / (eval_iters * world)
+
+    def check_sync():
+        """Parameter checksum, asserted equal on every rank."""
+        total = sum(p.detach().double().sum() for p in raw_model.parameters())
+        if ddp:
+            lo, hi = total.clone(), total.clone()
+            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+            if lo != hi:
+                raise RuntimeError(f"ranks out of sync: parameter checksums from {lo.item()!r} to {hi.item()!r}")
+        return total.item()
+
+    def save_checkpoint(val_loss):
+        rng = {"torch": torch.get_rng_state(), "batches": train_batches.gen.get_state(),
+               "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}
+        rngs = [None] * world
+        if ddp:
+            dist.all_gather_object(rngs, rng)
+        else:
+            rngs = [rng]
+        if master:
+            os.makedirs(out_dir, exist_ok=True)
+            path = os.path.join(out_dir, "ckpt.pt")
+            torch.save({"model": raw_model.state_dict(), "model_config": asdict(raw_model.cfg),
+                        "optimizer": optimizer.state_dict(), "iter_num": iter_num, "val_loss": val_loss,
+                        "config": config, "rng": rngs}, path + ".tmp")
+            os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
+            log(f"saved {path}")
+
+    log(f"{world} process(es), {accum} micro-batches of {batch_size} each per step: global batch "
+        f"{batch_size * accum * world}; device {dev}, dtype {dtype}, compile {compile}")
+    def new_window():  # start time, tokens, FLOPs, summed loss, steps since the last log line
+        return time.time(), 0, 0.0, torch.zeros((), device=dev), 0
+
+    t0, tokens_seen, flops, loss_sum, steps = new_window()
+    while True:
+        lr = get_lr(iter_num)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        if iter_num % eval_interval == 0 or iter_num == max_iters:
+            val_loss, checksum = estimate_loss(), check_sync()
+            log(f"step {iter_num}: val loss {val_loss:.4f}, parameter checksum {checksum:.6f}"
+                + (f" (same on all {world} ranks)" if ddp else ""))
+            if iter_num > start_iter:
+                save_checkpoint(val_loss)
+            t0, tokens_seen, flops, loss_sum, steps = new_window()  # eval time is not training time
+        if iter_num >= max_iters:
+            break
+        for micro_step in range(accum):
+            if ddp:  # gradients sync on the last micro-step only
+                model.require_backward_grad_sync = micro_step == accum - 1
+            batch = train_batches.next()
+            with ctx:
+                loss_value = model(*batch) / accum
+            scaler.scale(loss_value).backward()
+            B, S = batch[0].shape[0], batch[0].shape[1] + batch[2].shape[1] * (n_q + 1)
+            tokens_seen += B * S
+            flops += B * S * (6 * n_flop_params + 12 * layers * heads * head_dim * S)  # nanoGPT's estimate
+            loss_sum += loss_value.detach().float()  # no host sync until the log line
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num, steps = iter_num + 1, steps + 1
+        if iter_num % log_interval == 0 and steps:
+            if device_type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.time() - t0
+            mfu = f", mfu {100 * flops / dt / peak:.1f}%" if peak else ""
+            log(f"iter {iter_num}: loss {loss_sum.item() / steps:.4f}, lr {lr:.2e}, {tokens_seen * world / dt:,.0f} tok/s, "
+                f"{1000 * dt / steps:.0f} ms/iter{mfu}")
+            t0, tokens_seen, flops, loss_sum, steps = new_window()
+    if ddp:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(configure(globals(), sys.argv[1:]))
