@@ -178,7 +178,7 @@ class TokenMap(nn.Module):
     alone has to discover slowly (measured: see config/shapes.py).
     """
 
-    def __init__(self, dim, size, c_map, n_layers=2, n_heads=4):
+    def __init__(self, dim, size, c_map, n_layers=2, n_heads=4, render=False):
         super().__init__()
         self.size = size
         self.queries = nn.Parameter(torch.randn(size * size, dim) * 0.02)
@@ -187,6 +187,11 @@ class TokenMap(nn.Module):
         self.mlps = nn.ModuleList(nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
                                   for _ in range(n_layers))
         self.out = nn.Linear(dim, c_map)
+        self.to_rgb = nn.Conv2d(c_map, 12, 1) if render else None  # a picture of the map, for the auxiliary loss
+
+    def render(self, tokens):
+        """The keyframe as this map sees it: (B, N_q, D) -> (B, 3, 2S, 2S)."""
+        return F.pixel_shuffle(self.to_rgb(self(tokens)), 2)
 
     def forward(self, tokens):
         x = self.queries.expand(tokens.shape[0], -1, -1)  # (B, S*S, D)
@@ -207,12 +212,12 @@ class VideoUNet(nn.Module):
     """
 
     def __init__(self, token_dim, n_queries, num_frames, image_size, channels=(32, 64, 128), map_channels=8,
-                 max_stride=16, emb_dim=128):
+                 max_stride=16, emb_dim=128, render_maps=False):
         super().__init__()
         self.num_frames, self.image_size = num_frames, image_size
         d = token_dim
         self.head_rear = nn.Parameter(torch.randn(2, 1, d) * 0.02)  # learned head / rear embedding
-        self.token_map = TokenMap(d, image_size // 2, map_channels)
+        self.token_map = TokenMap(d, image_size // 2, map_channels, render=render_maps)
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.stride_emb = nn.Embedding(max_stride + 1, emb_dim)
         self.frame_emb = nn.Embedding(num_frames, emb_dim)
@@ -245,12 +250,13 @@ class VideoUNet(nn.Module):
         B, T, _, H, W = x_t.shape
         if T != self.num_frames or H != self.image_size:
             raise ValueError(f"VideoUNet built for {self.num_frames} frames of {self.image_size}px, got {tuple(x_t.shape)}")
-        head, rear = (cond.view(B, 2, -1, cond.shape[-1]) + self.head_rear[None]).unbind(1)  # (B, N_q, D) each
+        head, rear = cond.view(B, 2, -1, cond.shape[-1]).unbind(1)  # (B, N_q, D) each
+        maps = torch.cat([self.token_map(head), self.token_map(rear)], 1)  # (B, 2 c_map, H/2, W/2)
+        head, rear = head + self.head_rear[0], rear + self.head_rear[1]
         context = torch.cat([head, rear], 1).repeat_interleave(T, dim=0)  # (B*T, 2 N_q, D)
         emb = (self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.stride_emb(frame_stride)
                + self.pool_mlp(torch.cat([head.mean(1), rear.mean(1)], -1)))  # (B, E)
         emb = (emb[:, None] + self.frame_emb.weight[None, :T]).flatten(0, 1)  # (B*T, E)
-        maps = torch.cat([self.token_map(head), self.token_map(rear)], 1)  # (B, 2 c_map, H/2, W/2)
         x = F.pixel_unshuffle(x_t.flatten(0, 1), 2)  # (B*T, 12, H/2, W/2)
         h = self.conv_in(torch.cat([x, maps.repeat_interleave(T, dim=0)], 1))
         skips = []

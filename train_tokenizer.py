@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
@@ -63,6 +64,7 @@ cache_frames = True  # keep decoded videos in RAM (small data sets)
 prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
+keyframe_loss_weight = 0.0  # optional auxiliary loss: the decoder's token maps redraw the head/rear frames
 ddim_steps = 20  # eval reconstructions (sample.py uses the paper's 50)
 cfg_scale = 7.5
 guidance_rescale = 0.7
@@ -90,9 +92,10 @@ seed = 1337
 class Autoencoder(nn.Module):
     """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips."""
 
-    def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type):
+    def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight=0.0):
         super().__init__()
         self.tokenizer, self.denoiser, self.prediction_type = tokenizer, denoiser, prediction_type
+        self.keyframe_loss_weight = keyframe_loss_weight
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def condition(self, clips):
@@ -103,8 +106,11 @@ class Autoencoder(nn.Module):
         seen = torch.where(drop[:, None, None, None, None], torch.zeros_like(clips), clips)  # CFG: zero image
         cond = self.condition(seen)
         x0 = self.denoiser.encode_frames(clips) if getattr(self.denoiser, "latent", False) else clips  # latent space
-        return diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod,
-                                        self.prediction_type)
+        loss = diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod, self.prediction_type)
+        if self.keyframe_loss_weight > 0:  # (B, 2 N_q, C) -> (2B, N_q, C): redraw head and rear frames
+            drawn = self.denoiser.token_map.render(cond.view(-1, self.tokenizer.n_queries, cond.shape[-1]))
+            loss = loss + self.keyframe_loss_weight * F.mse_loss(drawn, seen[:, [0, -1]].flatten(0, 1))
+        return loss
 
 
 def get_lr(it):
@@ -152,16 +158,17 @@ def pretrain_clip(out_path):
 
 
 def ridge_probe(features, labels, classify):
-    """Linear probe with a ridge penalty picked on a validation third; score on the last third.
+    """Linear probe with a ridge penalty fit on 60% of the samples, picked on 20%, scored on the last 20%.
 
     features (N, F), labels (N,) class ids or (N, 2) centroids. Returns accuracy or mean
     Euclidean error in pixels.
     """
     n = len(features)
-    f = (features - features[: n // 3].mean(0)) / (features[: n // 3].std(0) + 1e-6)
+    parts = [slice(0, 3 * n // 5), slice(3 * n // 5, 4 * n // 5), slice(4 * n // 5, n)]  # fit / pick / score
+    f = features - features[parts[0]].mean(0)
+    f = f / f[parts[0]].std()  # one global scale: per-feature scaling blows up features that are rarely on
     f = torch.cat([f, torch.ones(n, 1)], 1).double()
     y = nn.functional.one_hot(labels, 7).double() if classify else labels.double()
-    parts = [slice(0, n // 3), slice(n // 3, 2 * n // 3), slice(2 * n // 3, n)]
     score = (lambda p, t: (p.argmax(1) == t.argmax(1)).double().mean()) if classify else \
         (lambda p, t: (p - t).norm(dim=1).mean())
     best = None
@@ -273,7 +280,7 @@ if __name__ == "__main__":
 
     tokenizer, denoiser = tok.build_autoencoder(config)
     alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
-    model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type).to(device)
+    model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
     iter_num = 0

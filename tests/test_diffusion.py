@@ -195,14 +195,22 @@ def toy_model():
 def reference_loop(model, x, cond, uncond, sched, num_steps, eta, cfg_scale, guidance_rescale, generator):
     """Plain diffusers loop: separate cond / uncond calls, diffusers' rescale and step().
 
-    Runs in float64: in float32, diffusers' step() can take the sqrt of -6e-8 for the
-    "direction" coefficient sqrt(1 - a_prev - sigma^2) at the zero-SNR step with eta = 1
-    (it is exactly 0 there) and return NaN, e.g. for 10 trailing steps. The step noise is
+    Runs in float64, and clamps diffusers' sigma^2 a hair (1e-12 relative) below its analytic
+    bound 1 - a_prev: at the zero-SNR step with eta = 1 the "direction" coefficient
+    sqrt(1 - a_prev - sigma^2) is exactly 0, and rounding makes step() take the sqrt of -6e-8
+    (float32) or -1e-17 (float64) and return NaN, e.g. for 50 trailing steps. The step noise is
     drawn in float32 from `generator`, one x-shaped draw per step, and handed to step() as
     variance_noise (ddim_sample draws in the same order).
     """
     sched.alphas_cumprod = sched.alphas_cumprod.double()
     sched.final_alpha_cumprod = sched.final_alpha_cumprod.double()
+    get_variance = sched._get_variance
+
+    def bounded_variance(t, prev_t):  # analytically sigma^2 <= 1 - a_prev; keep float rounding from crossing it
+        a_prev = sched.alphas_cumprod[prev_t] if prev_t >= 0 else sched.final_alpha_cumprod
+        return get_variance(t, prev_t).clamp_max((1 - a_prev) * (1 - 1e-12))
+
+    sched._get_variance = bounded_variance
     sched.set_timesteps(num_steps)
     x = x.double()
     for t in sched.timesteps:

@@ -1,0 +1,479 @@
+"""
+The whole of nanoDiCoDe from scratch on a CPU, in one command:
+
+    python demo.py            # about 30 minutes on 2 CPU cores -> out/demo/
+    python demo.py --smoke    # every stage for a few steps on tiny data and models (< 2 minutes) -> out/smoke/
+
+Each stage is the README's command, run as a subprocess (its output streamed here and kept
+in <out>/logs/):
+
+    1. python data.py shapes                      the synthetic text-video set
+    2. python train_tokenizer.py config/shapes.py the deep tokenizer (Q + video diffusion decoder)
+    3. python tokenizer.py encode                 deep tokens of every video and image
+    4. python train_ar.py config/ar_shapes_stage{1,2,3,4}.py   the AR model, progressively
+    5. python sample.py                           a grid of prompts (mp4 + gif), and every shapes prompt
+                                                  for the accuracy read-out; a reconstruction (Fig. 3, 4)
+    6. python evaluate.py                         metrics.json
+
+then draws <out>/contact_sheet.png (keyframes of every grid prompt) and loss curves from the
+training logs. A stage whose output exists, is complete and is newer than its inputs is
+skipped, so a re-run only redoes what changed (an interrupted training stage resumes).
+Data and checkpoints go where the README puts them (data/shapes, data/shapes_tokens,
+out/shapes/tokenizer, out/shapes/ar_stage{1,2,3}, out/shapes/ar: sample.py's defaults);
+with --smoke, under <out>/work. The settings below are the knobs for the time budget.
+"""
+import argparse
+import csv
+import glob
+import json
+import math
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+from PIL import Image, ImageDraw, ImageFont
+
+# -----------------------------------------------------------------------------
+# settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU)
+NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
+CLIP_PRETRAIN_ITERS = 400  # the tiny CLIP encoder's contrastive stand-in pre-training
+TOKENIZER_ITERS = 1200  # measured ~1.1 s/iter on 1 busy core; about 0.5 s on 2 free ones (estimate)
+TOKENIZER_EVAL_INTERVAL = 400
+AR_ITERS = (400, 400, 800, 200)  # stages 1-4: images L2, images GMM, images + videos, moving videos
+AR_EVAL_INTERVAL = 200
+KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
+NUM_KEYFRAMES = 5  # grid videos: 5 keyframes = 33 frames = 4 s
+GRID_PROMPTS = [
+    "a red circle moving right", "a green square moving left", "a blue triangle moving up",
+    "a yellow circle moving down", "a cyan square moving right", "a magenta triangle moving left",
+    "a white circle moving up", "a red square moving down", "a yellow triangle moving right",
+    "a white square moving left", "a green triangle standing still", "a blue circle standing still",
+]
+EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 still prompts
+EVAL_KEYFRAMES = 2  # the accuracy read-out needs the first clip only
+DDIM_STEPS = 50  # grid videos and reconstructions (the paper's 50)
+EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
+RECON_CLIPS = 32  # held-out clips for reconstruction PSNR / SSIM
+VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
+SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "1.0", "--ar_cfg_scale", "1.0", "--cfg_scale", "7.5",
+                "--guidance_rescale", "0.7", "--eta", "1.0"]
+SEED = 0
+TOKENIZER_FLAGS = []  # extra --key=value flags for train_tokenizer.py
+AR_FLAGS = []  # extra --key=value flags for every train_ar.py stage
+
+# --smoke: the same pipeline at toy sizes (it runs in the test suite)
+SMOKE = dict(
+    NUM_VIDEOS=24, CLIP_PRETRAIN_ITERS=2, TOKENIZER_ITERS=2, TOKENIZER_EVAL_INTERVAL=2, AR_ITERS=(2, 2, 2, 2),
+    AR_EVAL_INTERVAL=2, NUM_KEYFRAMES=3, GRID_PROMPTS=GRID_PROMPTS[:2] + GRID_PROMPTS[-1:],
+    EVAL_PROMPTS=["a red circle moving right", "a blue square moving up", "a white triangle standing still"],
+    DDIM_STEPS=2, EVAL_DDIM_STEPS=2, RECON_CLIPS=2, VAL_FRACTION=0.25,
+    TOKENIZER_FLAGS=["--clip_pretrain_batch=8", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
+                     "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3",
+                     "--batch_size=4", "--eval_clips=2", "--ddim_steps=2", "--probe_frames=0", "--log_interval=1",
+                     "--warmup_iters=0"],
+    AR_FLAGS=["--backbone=tiny-gpt2", "--batch_size=4", "--eval_iters=1", "--log_interval=1", "--warmup_iters=0",
+              "--gmm_k=4", "--val_fraction=0.25"],  # (--backbone matters in stage 1; later stages inherit it)
+)
+KNOBS = ["NUM_VIDEOS", "CLIP_PRETRAIN_ITERS", "TOKENIZER_ITERS", "TOKENIZER_EVAL_INTERVAL", "AR_ITERS",
+         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "EVAL_KEYFRAMES", "DDIM_STEPS",
+         "EVAL_DDIM_STEPS", "RECON_CLIPS", "VAL_FRACTION", "TOKENIZER_FLAGS", "AR_FLAGS"]
+# -----------------------------------------------------------------------------
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class Pipeline:
+    def __init__(self, out, work, settings):
+        self.out, self.s = out, settings
+        self.logs = os.path.join(out, "logs")
+        full = work is None  # the README's places, which sample.py and evaluate.py default to
+        w = lambda *p: os.path.join(work, *p)  # noqa: E731
+        self.data = "data/shapes" if full else w("data", "shapes")
+        self.tokens = "data/shapes_tokens" if full else w("data", "shapes_tokens")
+        self.tokenizer = "out/shapes/tokenizer" if full else w("tokenizer")
+        self.ar = [f"out/shapes/ar_stage{i}" if full else w(f"ar_stage{i}") for i in (1, 2, 3)]
+        self.ar.append("out/shapes/ar" if full else w("ar"))
+        self.timings = {}
+
+    # ------------------------------------------------------------- running stages
+    def run(self, name, cmd, log_mode="w"):
+        """Run one stage's command from the repository root; its output streams here and into logs/<name>.log."""
+        os.makedirs(self.logs, exist_ok=True)
+        log_path = os.path.join(self.logs, f"{name}.log")
+        print(f"\n=== {name}\n$ {shlex.join(cmd)}", flush=True)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        t0 = time.time()
+        with open(log_path, log_mode + "b") as log:
+            log.write(f"$ {shlex.join(cmd)}\n".encode())
+            proc = subprocess.Popen([sys.executable] + cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+            while chunk := os.read(proc.stdout.fileno(), 4096):  # raw chunks: tqdm's \r updates show live
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+                log.write(chunk)
+            rc = proc.wait()
+        self.timings[name] = round(time.time() - t0, 1)
+        if rc != 0:
+            sys.exit(f"error: stage {name!r} failed (exit code {rc}); its output is in {log_path}")
+
+    def skip(self, name, why="done"):
+        print(f"\n=== {name}: skipped ({why})", flush=True)
+        self.timings[name] = 0.0
+
+    # ------------------------------------------------------------- the stages
+    def make_data(self):
+        manifest = os.path.join(self.data, "videos.csv")
+        if os.path.isfile(manifest) and count_rows(manifest) == self.s["NUM_VIDEOS"] \
+                and os.path.isfile(os.path.join(self.data, "images.csv")):
+            return self.skip("data", f"{manifest} has {self.s['NUM_VIDEOS']} videos")
+        self.run("data", ["data.py", "shapes", "--out", self.data, "--num_videos", str(self.s["NUM_VIDEOS"]),
+                          "--seed", str(SEED)])
+
+    def train_tokenizer(self):
+        ckpt = os.path.join(self.tokenizer, "ckpt.pt")
+        inputs = [os.path.join(self.data, "videos.csv"), os.path.join(self.data, "images.csv")]
+        it, fresh = checkpoint_iter(ckpt), newer(ckpt, inputs)
+        if fresh and it >= self.s["TOKENIZER_ITERS"]:
+            return self.skip("tokenizer", f"{ckpt} at iter {it}")
+        if not fresh:  # new data: start over (the stand-in CLIP and the log too)
+            for stale in ("clip_pretrained.pt", "log.csv"):
+                remove(os.path.join(self.tokenizer, stale))
+        cmd = ["train_tokenizer.py", "config/shapes.py", f"--data_dir={self.data}", f"--out_dir={self.tokenizer}",
+               f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
+               f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
+               f"--seed={SEED}"] + self.s["TOKENIZER_FLAGS"]
+        resume = fresh and it > 0
+        self.run("tokenizer", cmd + (["--init_from=resume"] if resume else []), "a" if resume else "w")
+
+    def encode(self):
+        ckpt = os.path.join(self.tokenizer, "ckpt.pt")
+        shards = {name: math.ceil(count_rows(os.path.join(self.data, f"{name}.csv")) / 1024)
+                  for name in ("videos", "images")}
+        found = {name: sorted(glob.glob(os.path.join(self.tokens, f"{name}_*.safetensors"))) for name in shards}
+        if all(len(found[n]) == shards[n] and all(newer(f, [ckpt]) for f in found[n]) for n in shards):
+            return self.skip("encode", f"{self.tokens} is up to date")
+        for files in found.values():  # tokens of an older tokenizer: encode keeps existing shards, so remove them
+            for f in files:
+                remove(f)
+        self.run("encode", ["tokenizer.py", "encode", "--ckpt", ckpt, "--manifest", os.path.join(self.data, "videos.csv"),
+                            "--manifest", os.path.join(self.data, "images.csv"), "--out", self.tokens,
+                            "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+
+    def train_ar(self):
+        prev = sorted(glob.glob(os.path.join(self.tokens, "*.safetensors")))
+        for stage, (out_dir, iters) in enumerate(zip(self.ar, self.s["AR_ITERS"]), start=1):
+            name, ckpt = f"ar_stage{stage}", os.path.join(out_dir, "ckpt.pt")
+            it, fresh = checkpoint_iter(ckpt), newer(ckpt, prev)
+            prev = [ckpt]
+            if fresh and it >= iters:
+                self.skip(name, f"{ckpt} at iter {it}")
+                continue
+            resume = fresh and it > 0
+            init = "resume" if resume else ("scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt"))
+            self.run(name, ["train_ar.py", f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}",
+                            f"--out_dir={out_dir}", f"--init_from={init}", f"--max_iters={iters}",
+                            f"--lr_decay_iters={iters}", f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}",
+                            f"--seed={SEED}"] + self.s["AR_FLAGS"], "a" if resume else "w")
+
+    def sample(self):
+        ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]
+        common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(SEED),
+                  "--keyframe_interval", str(KEYFRAME_INTERVAL)] + SAMPLE_FLAGS
+        eval_prompts = self.s["EVAL_PROMPTS"] or shapes_prompts()
+        for name, prompts, k, steps, formats in (
+                ("samples", self.s["GRID_PROMPTS"], self.s["NUM_KEYFRAMES"], self.s["DDIM_STEPS"], "mp4,gif,npz"),
+                ("eval_samples", eval_prompts, self.s["EVAL_KEYFRAMES"], self.s["EVAL_DDIM_STEPS"], "npz")):
+            out = os.path.join(self.out, name)
+            prompts_file = os.path.join(self.out, f"{name}_prompts.txt")
+            if newer(os.path.join(out, "frames.npz"), ckpts) and npz_meta(os.path.join(out, "frames.npz")) == (prompts, k):
+                self.skip(f"sample_{name}", f"{out}/frames.npz is up to date")
+                continue
+            os.makedirs(self.out, exist_ok=True)
+            with open(prompts_file, "w") as f:
+                f.write("\n".join(prompts) + "\n")
+            self.run(f"sample_{name}", ["sample.py", "--prompts_file", prompts_file, "--num_keyframes", str(k),
+                                        "--out", out, "--ddim_steps", str(steps), "--formats", formats] + common)
+        video = held_out_video(os.path.join(self.data, "videos.csv"), self.s["VAL_FRACTION"])
+        stem = os.path.splitext(os.path.basename(video))[0]
+        n_q = checkpoint_config(ckpts[0])["n_queries"]
+        for zero in (0, n_q // 2):  # Fig. 3: keyframes -> deep tokens -> video; Fig. 4: half of the tokens zeroed
+            target = os.path.join(self.out, f"{stem}_recon" + (f"_zero{zero}" if zero else "") + ".mp4")
+            if newer(target, ckpts[:1]):
+                self.skip(f"reconstruct_zero{zero}", f"{target} is up to date")
+                continue
+            self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
+                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0],
+                                                  "--ddim_steps", str(self.s["DDIM_STEPS"]), "--seed", str(SEED),
+                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+
+    def evaluate(self, i3d=None):
+        metrics = os.path.join(self.out, "metrics.json")
+        tok_ckpt = os.path.join(self.tokenizer, "ckpt.pt")
+        samples = os.path.join(self.out, "eval_samples", "frames.npz")
+        if newer(metrics, [samples, tok_ckpt]) and not i3d:
+            return self.skip("evaluate", f"{metrics} is up to date")
+        cmd = ["evaluate.py", "--samples", samples, "--real", os.path.join(self.data, "videos.csv"),
+               "--real_split", "val", "--val_fraction", str(self.s["VAL_FRACTION"]),
+               "--tokenizer_ckpt", tok_ckpt, "--recon_manifest", os.path.join(self.data, "videos.csv"),
+               "--recon_clips", str(self.s["RECON_CLIPS"]), "--ddim_steps", str(self.s["EVAL_DDIM_STEPS"]),
+               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(SEED), "--out", metrics]
+        clip = os.path.join(self.tokenizer, "clip_pretrained.pt")  # CLIPSIM with the shapes stand-in CLIP
+        if os.path.isfile(clip):
+            cmd += ["--clip_model", checkpoint_config(tok_ckpt)["clip_model"], "--clip_pretrained", clip]
+        if i3d:
+            frames = (self.s["EVAL_KEYFRAMES"] - 1) * checkpoint_config(tok_ckpt)["clip_frames"] + 1
+            cmd += ["--i3d", i3d, "--fvd_frames", str(min(16, frames))]
+        self.run("evaluate", cmd)
+
+    def figures(self):
+        """contact_sheet.png, loss_tokenizer.png, psnr_tokenizer.png, loss_ar.png."""
+        import numpy as np
+        t0 = time.time()
+        with np.load(os.path.join(self.out, "samples", "frames.npz")) as z:
+            frames, prompts, clip_frames = z["frames"], [str(p) for p in z["prompts"]], int(z["clip_frames"])
+        contact_sheet(frames[:, ::clip_frames], prompts).save(os.path.join(self.out, "contact_sheet.png"))
+        log = read_log_csv(os.path.join(self.tokenizer, "log.csv"))
+        line_plot({"train loss": log["train"].get("loss", [])}, "tokenizer: diffusion loss (Eq. 1)", "iteration",
+                  "loss").save(os.path.join(self.out, "loss_tokenizer.png"))
+        psnr = {k: v for k, v in log["eval"].items() if k.startswith("psnr")}
+        line_plot(psnr, "tokenizer: held-out PSNR of in-between frames", "iteration",
+                  "dB").save(os.path.join(self.out, "psnr_tokenizer.png"))
+        panels = []
+        for stage, out_dir in enumerate(self.ar, start=1):
+            curves = read_ar_log(os.path.join(out_dir, "log.csv"), os.path.join(self.logs, f"ar_stage{stage}.log"))
+            panels.append(line_plot(curves, f"AR stage {stage}", "iteration", "loss"))
+        row = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
+        for i, p in enumerate(panels):
+            row.paste(p, (i * p.width, 0))
+        row.save(os.path.join(self.out, "loss_ar.png"))
+        self.timings["figures"] = round(time.time() - t0, 1)
+
+
+# -----------------------------------------------------------------------------
+# small helpers
+
+
+def count_rows(manifest):
+    if not os.path.isfile(manifest):
+        return 0
+    with open(manifest, newline="") as f:
+        return sum(1 for _ in csv.DictReader(f))
+
+
+def newer(path, inputs):
+    """path exists and is at least as new as every existing input (make's rule)."""
+    if not os.path.isfile(path):
+        return False
+    return all(os.path.getmtime(path) >= os.path.getmtime(i) for i in inputs if os.path.isfile(i))
+
+
+def remove(path):
+    if os.path.isfile(path):
+        os.remove(path)
+
+
+def checkpoint_iter(path):
+    """iter_num of a training checkpoint; 0 if there is none."""
+    if not os.path.isfile(path):
+        return 0
+    import torch
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("iter_num", 0))
+
+
+def checkpoint_config(path):
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=True)["config"]
+
+
+def npz_meta(path):
+    """(prompts, num_keyframes) of a sample.py frames.npz."""
+    import numpy as np
+    with np.load(path) as z:
+        return [str(p) for p in z["prompts"]], int(z["num_keyframes"])
+
+
+def shapes_prompts():
+    import evaluate
+    return evaluate.shapes_prompts()
+
+
+def held_out_video(manifest, val_fraction):
+    """The first held-out (tokenizer val split) video of a manifest, moving if there is one."""
+    import data
+    rows = [r for r in data.read_manifest(manifest) if data.in_split(r["path"], "val", val_fraction)] \
+        or data.read_manifest(manifest)
+    moving = [r for r in rows if "moving" in r["caption"]]
+    return (moving or rows)[0]["path"]
+
+
+def read_log_csv(path):
+    """train_tokenizer.py's log.csv ('train,iter,time,loss=...' / 'eval,iter,time,k=v,...') ->
+    {'train': {key: [(iter, value)]}, 'eval': {...}}; a resumed run's repeated iterations keep the last value."""
+    out = {"train": {}, "eval": {}}
+    if not os.path.isfile(path):
+        return out
+    with open(path) as f:
+        for line in f:
+            parts = line.strip().split(",")
+            if len(parts) < 4 or parts[0] not in out:
+                continue
+            for kv in parts[3:]:
+                k, _, v = kv.partition("=")
+                try:
+                    out[parts[0]].setdefault(k, {})[int(parts[1])] = float(v)
+                except ValueError:
+                    continue
+    return {kind: {k: sorted(v.items()) for k, v in series.items()} for kind, series in out.items()}
+
+
+def read_ar_log(log_csv, stdout_log):
+    """AR loss curves {'train loss': [(iter, loss)], 'val loss': [...]}: from out_dir/log.csv if train_ar.py
+    writes one (same format as the tokenizer's), else parsed from its printed lines
+    'iter N: loss X, ...' and 'step N: val loss X, ...' kept in logs/."""
+    log = read_log_csv(log_csv)
+    if log["train"]:
+        return {"train loss": log["train"].get("loss", []), "val loss": log["eval"].get("val_loss", [])}
+    train, val = {}, {}
+    if os.path.isfile(stdout_log):
+        with open(stdout_log, errors="replace") as f:
+            for line in f:
+                if m := re.match(r"iter (\d+): loss (\S+?),", line):
+                    train[int(m.group(1))] = float(m.group(2))
+                elif m := re.match(r"step (\d+): val loss (\S+?),", line):
+                    val[int(m.group(1))] = float(m.group(2))
+    clean = lambda d: sorted((k, v) for k, v in d.items() if math.isfinite(v))  # noqa: E731
+    return {"train loss": clean(train), "val loss": clean(val)}
+
+
+# -----------------------------------------------------------------------------
+# pictures with PIL only (no matplotlib here)
+
+COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def font(size):
+    try:
+        return ImageFont.load_default(size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def nice_ticks(lo, hi, n=5):
+    """About n round tick values covering [lo, hi]."""
+    if hi <= lo:
+        hi = lo + 1
+    raw = (hi - lo) / n
+    step = 10 ** math.floor(math.log10(raw))
+    step *= min((1, 2, 5, 10), key=lambda m: abs(m * step - raw))
+    first = math.ceil(lo / step) * step
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def line_plot(series, title, xlabel, ylabel, size=(520, 340)):
+    """A line plot of {name: [(x, y), ...]} with axes, ticks, labels and a legend, as a PIL image."""
+    W, H = size
+    left, right, top, bottom = 64, 16, 30, 46
+    img = Image.new("RGB", size, "white")
+    d = ImageDraw.Draw(img)
+    f, small = font(14), font(11)
+    d.text((W // 2, 8), title, fill="black", font=f, anchor="mt")
+    d.text(((left + W - right) // 2, H - 6), xlabel, fill="black", font=small, anchor="mb")
+    d.text((6, (top + H - bottom) // 2), ylabel, fill="black", font=small, anchor="lm")
+    x0, x1, y0, y1 = left, W - right, H - bottom, top  # plot area in pixels (y grows down)
+    d.rectangle((x0, y1, x1, y0), outline="black")
+    points = [p for pts in series.values() for p in pts]
+    if not points:
+        d.text(((x0 + x1) // 2, (y0 + y1) // 2), "no data", fill="gray", font=f, anchor="mm")
+        return img
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    xlo, xhi = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
+    ylo, yhi = min(ys), max(ys)
+    pad = (yhi - ylo) * 0.05 or abs(ylo) * 0.05 or 1.0
+    ylo, yhi = ylo - pad, yhi + pad
+    px = lambda x: x0 + (x - xlo) / (xhi - xlo) * (x1 - x0)  # noqa: E731
+    py = lambda y: y0 - (y - ylo) / (yhi - ylo) * (y0 - y1)  # noqa: E731
+    for t in nice_ticks(xlo, xhi):
+        if xlo <= t <= xhi:
+            d.line((px(t), y0, px(t), y0 + 4), fill="black")
+            d.text((px(t), y0 + 6), f"{t:g}", fill="black", font=small, anchor="mt")
+    for t in nice_ticks(ylo, yhi):
+        if ylo <= t <= yhi:
+            d.line((x0 - 4, py(t), x0, py(t)), fill="black")
+            d.line((x0 + 1, py(t), x1 - 1, py(t)), fill=(235, 235, 235))
+            d.text((x0 - 6, py(t)), f"{t:.4g}", fill="black", font=small, anchor="rm")
+    legend_w = 26 + max(int(d.textlength(name, font=small)) for name in series)
+    d.rectangle((x1 - legend_w - 10, y1 + 3, x1 - 3, y1 + 5 + 16 * len(series)), fill="white", outline=(200, 200, 200))
+    for i, (name, pts) in enumerate(series.items()):
+        color = COLORS[i % len(COLORS)]
+        xy = [(px(x), py(y)) for x, y in pts]
+        if len(xy) > 1:
+            d.line(xy, fill=color, width=2)
+        for x, y in xy if len(xy) <= 20 else []:  # sparse series (evals): mark the points
+            d.ellipse((x - 3, y - 3, x + 3, y + 3), fill=color)
+        ly = y1 + 12 + 16 * i
+        d.line((x1 - legend_w - 4, ly, x1 - legend_w + 16, ly), fill=color, width=3)
+        d.text((x1 - legend_w + 22, ly), name, fill="black", font=small, anchor="lm")
+    return img
+
+
+def contact_sheet(keyframes, prompts, scale=3, label_width=250):
+    """One row per prompt: its text, then its keyframes (B, K, H, W, 3) uint8, upscaled `scale` times."""
+    B, K, H, W = keyframes.shape[:4]
+    th, tw, gap = H * scale, W * scale, 4
+    header = 22
+    sheet = Image.new("RGB", (label_width + K * (tw + gap), header + B * (th + gap)), "white")
+    d = ImageDraw.Draw(sheet)
+    for k in range(K):
+        d.text((label_width + k * (tw + gap) + tw // 2, 4), f"keyframe {k}", fill="black", font=font(12), anchor="mt")
+    for b in range(B):
+        y = header + b * (th + gap)
+        d.text((6, y + th // 2), prompts[b], fill="black", font=font(14), anchor="lm")
+        for k in range(K):
+            tile = Image.fromarray(keyframes[b, k]).resize((tw, th), Image.NEAREST)
+            sheet.paste(tile, (label_width + k * (tw + gap), y))
+    return sheet
+
+
+# -----------------------------------------------------------------------------
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--smoke", action="store_true", help="a few steps per stage on tiny data and models")
+    parser.add_argument("--out", default=None, help="where the demo's results go (default out/demo, or out/smoke)")
+    parser.add_argument("--work", default=None, help="data and checkpoints (default: the README's places; "
+                                                     "with --smoke, <out>/work)")
+    parser.add_argument("--i3d", default=None, help="an I3D TorchScript file: adds FVD to metrics.json")
+    args = parser.parse_args(argv)
+    mine = lambda p: p and os.path.abspath(p)  # noqa: E731  (paths given here are relative to where you are)
+    out = mine(args.out) or ("out/smoke" if args.smoke else "out/demo")  # defaults: relative to the repository
+    work = mine(args.work) or (os.path.join(out, "work") if args.smoke else None)
+    i3d = mine(args.i3d)
+    os.chdir(ROOT)  # every stage runs from the repository root, as the README's commands
+    settings = {k: globals()[k] for k in KNOBS} | (SMOKE if args.smoke else {})
+    pipe = Pipeline(out, work, settings)
+    t0 = time.time()
+    pipe.make_data()
+    pipe.train_tokenizer()
+    pipe.encode()
+    pipe.train_ar()
+    pipe.sample()
+    pipe.evaluate(i3d)
+    pipe.figures()
+    total = time.time() - t0
+    pipe.timings["total"] = round(total, 1)
+    with open(os.path.join(out, "timings.json"), "w") as f:
+        json.dump(pipe.timings, f, indent=2)
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    print(f"\n=== done in {total / 60:.1f} min: results in {out}/")
+    for k in ("recon_psnr", "recon_ssim", "shapes_color", "shapes_shape", "shapes_direction", "shapes_one_object",
+              "shapes_all", "clipsim", "fvd"):
+        if k in metrics:
+            print(f"  {k:<18} {metrics[k]:.4f}")
+
+
+if __name__ == "__main__":
+    main()

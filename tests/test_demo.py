@@ -1,0 +1,93 @@
+"""demo.py --smoke: every stage of the pipeline, from drawing the data to metrics.json, connects (tiny sizes)."""
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import data
+import demo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STAGES = ["data", "tokenizer", "encode", "ar_stage1", "ar_stage2", "ar_stage3", "ar_stage4", "sample_samples",
+          "sample_eval_samples", "reconstruct_zero0", "reconstruct_zero2", "evaluate"]
+METRICS = ["recon_psnr", "recon_ssim", "recon_psnr_crossfade", "shapes_color", "shapes_shape", "shapes_direction",
+           "shapes_one_object", "shapes_all", "real_shapes_all", "clipsim", "clipsim_real"]
+
+
+def run_demo(out):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "demo.py", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-3000:]
+    return r.stdout, time.time() - t0
+
+
+def test_smoke_demo_end_to_end_then_reuses_every_stage(tmp_path):
+    out = tmp_path / "smoke"
+    log, _ = run_demo(out)
+    for stage in STAGES:  # each stage ran as its README command
+        assert f"=== {stage}\n$ " in log, stage
+    prompts = demo.SMOKE["GRID_PROMPTS"]
+    frames = (demo.SMOKE["NUM_KEYFRAMES"] - 1) * 4 + 1  # smoke tokenizer: 4-frame clips
+    for i, prompt in enumerate(prompts):
+        name = out / "samples" / f"{i:03d}_{prompt.replace(' ', '_')}"
+        assert data.read_frames(str(name) + ".mp4").shape == (frames, 128, 128, 3)
+        assert os.path.getsize(str(name) + ".gif") > 0
+    sheet = Image.open(out / "contact_sheet.png")
+    assert sheet.size == (250 + demo.SMOKE["NUM_KEYFRAMES"] * (96 + 4), 22 + len(prompts) * (96 + 4))
+    for png in ("loss_tokenizer.png", "psnr_tokenizer.png", "loss_ar.png"):
+        assert Image.open(out / png).size[1] == 340
+    recon = [f for f in os.listdir(out) if f.endswith("_recon.mp4")]
+    assert len(recon) == 1 and os.path.isfile(out / recon[0].replace("_recon.mp4", "_recon_zero2.gif"))
+    metrics = json.load(open(out / "metrics.json"))
+    for key in METRICS:
+        assert isinstance(metrics[key], float) and math.isfinite(metrics[key]), key
+    assert metrics["real_shapes_all"] == 1.0  # the analyser reads the real held-out videos right
+    assert metrics["shapes_videos"] == len(demo.SMOKE["EVAL_PROMPTS"])
+    for stage in range(1, 5):  # the loss curves found their numbers
+        curves = demo.read_ar_log(str(out / "work" / f"ar_stage{stage}" / "log.csv"),
+                                  str(out / "logs" / f"ar_stage{stage}.log"))
+        assert [i for i, _ in curves["train loss"]] == [1, 2] and curves["val loss"], stage
+    assert demo.read_log_csv(str(out / "work" / "tokenizer" / "log.csv"))["eval"]["psnr"]
+    log, seconds = run_demo(out)  # a second run finds everything done
+    for stage in STAGES:
+        assert f"=== {stage}: skipped" in log, stage
+    assert "$ " not in log and seconds < 30
+
+
+def test_a_failing_stage_is_a_one_line_error(tmp_path):
+    pipe = demo.Pipeline(str(tmp_path), str(tmp_path / "work"), {})
+    with pytest.raises(SystemExit, match=r"stage 'bad' failed \(exit code 3\).*bad.log"):
+        pipe.run("bad", ["-c", "print('some output'); raise SystemExit(3)"])
+    assert "some output" in (tmp_path / "logs" / "bad.log").read_text()
+
+
+def test_log_parsing_keeps_the_last_value_of_a_resumed_iteration(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text("eval,0,1.0,psnr=5.0,color_acc=0.1\ntrain,25,9.0,loss=0.5\ntrain,50,19.0,loss=0.4\n"
+                    "train,50,3.0,loss=0.3\ntrain,75,9.0,loss=nan?\neval,50,30.0,psnr=7.5,color_acc=0.2\n")
+    log = demo.read_log_csv(str(path))
+    assert log["train"]["loss"] == [(25, 0.5), (50, 0.3)]
+    assert log["eval"]["psnr"] == [(0, 5.0), (50, 7.5)]
+    stdout = tmp_path / "ar.log"
+    stdout.write_text("step 0: val loss nan, parameter checksum 1.0\niter 10: loss 1.2500, lr 1e-3, 5 tok/s\n"
+                      "step 10: val loss 1.1000, parameter checksum 2.0\n")
+    assert demo.read_ar_log(str(tmp_path / "none.csv"), str(stdout)) == {"train loss": [(10, 1.25)],
+                                                                         "val loss": [(10, 1.1)]}
+
+
+def test_plots_draw_their_lines():
+    img = np.asarray(demo.line_plot({"a": [(0, 1.0), (10, 3.0)], "b": [(0, 2.0), (10, 2.5)]}, "t", "x", "y"))
+    for color in demo.COLORS[:2]:
+        assert (img == color).all(-1).sum() > 100  # each series' colour is on the canvas
+    np.testing.assert_allclose(demo.nice_ticks(0, 1), [0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    np.testing.assert_allclose(demo.nice_ticks(-3.2, 97), [0, 20, 40, 60, 80])
+    empty = np.asarray(demo.line_plot({"a": []}, "t", "x", "y"))
+    assert not any((empty == c).all(-1).any() for c in demo.COLORS[:1])

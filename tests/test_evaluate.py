@@ -1,0 +1,260 @@
+"""evaluate.py: SSIM/PSNR and the Frechet distance against closed forms, the shapes analyser on ground-truth
+videos, and CLIPSIM / FVD end to end on randomly initialised stand-in networks."""
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import data
+import evaluate as ev
+from diffusion import make_alphas_cumprod
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # the I3D file format is TorchScript
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ----------------------------------------------------------------------------- pixel metrics
+
+def naive_ssim(a, b, L=255.0, size=11, sigma=1.5):
+    """SSIM straight from the definition: every valid window, weighted statistics, one channel."""
+    g = np.exp(-(np.arange(size) - (size - 1) / 2) ** 2 / (2 * sigma ** 2))
+    w = np.outer(g, g) / np.outer(g, g).sum()
+    c1, c2, vals = (0.01 * L) ** 2, (0.03 * L) ** 2, []
+    for y in range(a.shape[0] - size + 1):
+        for x in range(a.shape[1] - size + 1):
+            pa, pb = a[y:y + size, x:x + size], b[y:y + size, x:x + size]
+            ma, mb = (w * pa).sum(), (w * pb).sum()
+            va, vb, cov = (w * (pa - ma) ** 2).sum(), (w * (pb - mb) ** 2).sum(), (w * (pa - ma) * (pb - mb)).sum()
+            vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    return float(np.mean(vals))
+
+
+def test_ssim_closed_forms_and_definition():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (2, 20, 17, 3)).astype(np.float64)
+    assert ev.ssim(x, x) == pytest.approx(1.0, abs=1e-12)
+    a, b = np.full((16, 16, 3), 100.0), np.full((16, 16, 3), 120.0)  # constants: only the luminance term is left
+    c1 = (0.01 * 255) ** 2
+    assert ev.ssim(a, b) == pytest.approx((2 * 100 * 120 + c1) / (100 ** 2 + 120 ** 2 + c1), rel=1e-12)
+    y = np.clip(x + rng.normal(0, 30, x.shape), 0, 255)
+    want = np.mean([naive_ssim(x[i, ..., c], y[i, ..., c]) for i in range(2) for c in range(3)])
+    assert ev.ssim(x, y) == pytest.approx(want, rel=1e-9)
+    assert ev.ssim(x, y) < 0.99 and ev.ssim(x, y, reduce=False).shape == (2,)
+
+
+def test_psnr_known_value():
+    a, b = np.zeros((3, 8, 8, 3)), np.full((3, 8, 8, 3), 10.0)  # MSE 100
+    assert ev.psnr(a, b) == pytest.approx(10 * math.log10(255 ** 2 / 100), rel=1e-12)
+
+
+# ----------------------------------------------------------------------------- Frechet distance
+
+def test_frechet_identical_gaussians_is_zero():
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(6, 6))
+    s = a @ a.T + 0.1 * np.eye(6)
+    assert ev.frechet_distance(np.ones(6), s, np.ones(6), s) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_frechet_diagonal_closed_form():
+    rng = np.random.default_rng(2)
+    mu1, mu2, s1, s2 = rng.normal(size=5), rng.normal(size=5), rng.uniform(0.1, 3, 5), rng.uniform(0.1, 3, 5)
+    want = np.sum((mu1 - mu2) ** 2) + np.sum(s1 + s2 - 2 * np.sqrt(s1 * s2))
+    assert ev.frechet_distance(mu1, np.diag(s1), mu2, np.diag(s2)) == pytest.approx(want, rel=1e-10)
+
+
+def test_frechet_full_covariance_against_eigenvalues_of_the_product():
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(8, 8)), rng.normal(size=(8, 12))
+    s1, s2 = a @ a.T, b @ b.T / 12 + 0.01 * np.eye(8)
+    mu1, mu2 = rng.normal(size=8), rng.normal(size=8)
+    # independent route: tr sqrt(s1 s2) = sum of sqrt of the (real, >= 0) eigenvalues of the non-symmetric s1 s2
+    eig = np.linalg.eigvals(s1 @ s2)
+    want = np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(np.clip(eig.real, 0, None)))
+    assert ev.frechet_distance(mu1, s1, mu2, s2) == pytest.approx(want, rel=1e-8)
+    root = ev.sqrtm_psd(s1).numpy()
+    np.testing.assert_allclose(root @ root, s1, atol=1e-9)
+
+
+def test_feature_stats_match_numpy():
+    f = np.random.default_rng(4).normal(size=(50, 4))
+    mu, cov = ev.feature_stats(f)
+    np.testing.assert_allclose(mu.numpy(), f.mean(0), atol=1e-12)
+    np.testing.assert_allclose(cov.numpy(), np.cov(f, rowvar=False), atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- shapes analyser
+
+@pytest.fixture(scope="module")
+def truth(tmp_path_factory):
+    """72 ground-truth shapes videos (all directions, stills included) and their captions."""
+    out = str(tmp_path_factory.mktemp("truth"))
+    data.generate_shapes(out, num_videos=72, seed=11)
+    with open(os.path.join(out, "videos.csv")) as f:
+        rows = list(csv.DictReader(f))
+    return [data.read_frames(os.path.join(out, r["path"])) for r in rows], [r["caption"] for r in rows], out
+
+
+def test_prompts_and_parser():
+    prompts = ev.shapes_prompts()
+    assert len(prompts) == 7 * 3 * 4 + 7 * 3 and len(set(prompts)) == len(prompts)
+    parsed = [ev.parse_prompt(p) for p in prompts]
+    assert {p["direction"] for p in parsed} == {"left", "right", "up", "down", "still"}
+    assert ev.parse_prompt("a magenta triangle moving up") == {"color": "magenta", "shape": "triangle",
+                                                               "direction": "up"}
+    assert ev.parse_prompt("a purple circle moving up") is None and ev.parse_prompt("a dog running") is None
+
+
+def test_analyser_scores_ground_truth_perfectly(truth):
+    videos, captions, _ = truth
+    assert {ev.parse_prompt(c)["direction"] for c in captions} == {"left", "right", "up", "down", "still"}
+    scores, rows = ev.score_shapes(videos, captions)
+    assert scores["videos"] == 72 and scores["unparsed"] == 0
+    for k in ("color", "shape", "direction", "one_object", "all"):
+        assert scores[k] == 1.0, (k, [r for r in rows if not r[k]])
+
+
+def test_analyser_detects_wrong_color_direction_shape_and_count(truth):
+    videos, captions, _ = truth
+    moving = [i for i, c in enumerate(captions) if "moving" in c and "white" not in c][:12]
+    swapped = [videos[i][..., ::-1] for i in moving]  # RGB -> BGR: red <-> blue (green, cyan... change or not)
+    wrong = [ev.parse_prompt(captions[i])["color"] not in ("green", "magenta") for i in moving]
+    scores, rows = ev.score_shapes(swapped, [captions[i] for i in moving])
+    assert [not r["color"] for r in rows] == wrong and scores["direction"] == 1.0
+    reversed_ = [np.concatenate([videos[i][:9][::-1], videos[i][9:]]) for i in moving]  # first clip backwards
+    scores, _ = ev.score_shapes(reversed_, [captions[i] for i in moving], first_clip_frames=9)
+    assert scores["direction"] == 0.0 and scores["color"] == 1.0
+    mismatched = [c.replace("circle", "X").replace("square", "circle").replace("X", "square") for c in captions]
+    scores, rows = ev.score_shapes(videos, mismatched)
+    assert all(r["shape"] == ("triangle" in c) for r, c in zip(rows, captions))
+    two = [np.maximum(v, np.roll(v, 16, axis=2)) for v in videos[:4]]  # a second copy 16 px away (<= 12 px wide)
+    assert not any(ev.analyze_video(v)["one_object"] for v in two)
+    assert ev.analyze_video(np.zeros((9, 32, 32, 3), np.uint8))["color"] is None
+
+
+# ----------------------------------------------------------------------------- CLIPSIM and FVD
+
+class TinyI3D(torch.nn.Module):
+    """A stand-in for the I3D file: two 3D convolutions, global average pool -> 16 features."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv3d(3, 8, 3, stride=2)
+        self.conv2 = torch.nn.Conv3d(8, 16, 3, stride=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv2(torch.relu(self.conv1(x / 127.5 - 1)))).mean((2, 3, 4))
+
+
+class StyleGANVLike(torch.nn.Module):
+    """The StyleGAN-V I3D calling convention: features only with return_features=True."""
+
+    def forward(self, x, rescale: bool = False, resize: bool = False, return_features: bool = False):
+        if not (rescale and resize and return_features):
+            return torch.zeros(x.shape[0], 3)
+        return x.mean((3, 4)).flatten(1)[:, :10]
+
+
+def test_fvd_with_a_scripted_stand_in(truth, tmp_path):
+    videos = truth[0]
+    path = str(tmp_path / "i3d.pt")
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(TinyI3D()), path)
+    model = ev.load_i3d(path)
+    assert ev.fvd(videos[:20], videos[:20], model) == pytest.approx(0.0, abs=1e-6)
+    noise = [np.random.default_rng(i).integers(0, 256, v.shape, dtype=np.uint8) for i, v in enumerate(videos[20:40])]
+    far, near = ev.fvd(videos[:20], noise, model), ev.fvd(videos[:20], videos[20:40], model)
+    assert near < far and math.isfinite(far)
+    torch.jit.save(torch.jit.script(StyleGANVLike()), str(tmp_path / "sg.pt"))
+    assert ev.video_features(ev.load_i3d(str(tmp_path / "sg.pt")), videos[:2]).shape == (2, 10)
+    with pytest.raises(ValueError, match="first 16 frames"):
+        ev.video_features(model, [videos[0][:9]])
+
+
+def test_clipsim_is_the_mean_frame_text_cosine(truth):
+    model, tokenize = ev.load_clip("nanodicode-tiny")
+    videos, captions = [v[:5] for v in truth[0][:3]], truth[1][:3]
+    got = ev.clipsim(videos, captions, model, tokenize)
+    import tokenizer as tok
+    mean, std = torch.tensor(tok.CLIP_MEAN), torch.tensor(tok.CLIP_STD)
+    want = []
+    with torch.no_grad():
+        for v, c in zip(videos, captions):  # 32 px frames: the tiny CLIP's own size, no resize
+            x = (torch.from_numpy(v).permute(0, 3, 1, 2).float() / 255 - mean.view(1, 3, 1, 1)) / std.view(1, 3, 1, 1)
+            img = torch.nn.functional.normalize(model.encode_image(x), dim=-1)
+            txt = torch.nn.functional.normalize(model.encode_text(tokenize([c])), dim=-1)
+            want.append((img @ txt.T).mean().item())
+    assert got == pytest.approx(float(np.mean(want)), abs=1e-5)
+
+
+def test_command_line_end_to_end(truth, tmp_path):
+    """evaluate.py on a frames.npz (as sample.py writes it) against a real manifest: analyser, CLIPSIM, FVD."""
+    videos, captions, out = truth
+    np.savez_compressed(tmp_path / "frames.npz", frames=np.stack([v[:17] for v in videos[:16]]),
+                        prompts=np.array(captions[:16]), clip_frames=8, fps=8.0)
+    import tokenizer as tok
+    torch.manual_seed(0)
+    torch.save(tok.create_clip("nanodicode-tiny").state_dict(), tmp_path / "clip.pt")  # a "weights file"
+    torch.jit.save(torch.jit.script(TinyI3D()), str(tmp_path / "i3d.pt"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, "evaluate.py", "--samples", str(tmp_path / "frames.npz"), "--real",
+           os.path.join(out, "videos.csv"), "--max_real", "24", "--clip_model", "nanodicode-tiny", "--clip_pretrained",
+           str(tmp_path / "clip.pt"), "--i3d", str(tmp_path / "i3d.pt"), "--out", str(tmp_path / "m.json")]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m = json.load(open(tmp_path / "m.json"))
+    assert m["shapes_all"] == 1.0 and m["real_shapes_all"] == 1.0 and m["shapes_videos"] == 16
+    assert all(math.isfinite(m[k]) for k in ("clipsim", "clipsim_real", "fvd")) and -1 <= m["clipsim"] <= 1
+    assert m["fvd_real_videos"] == 24
+    r = subprocess.run([sys.executable, "evaluate.py", "--samples", str(tmp_path / "nope.npz")], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_tokenizer_metrics_on_a_perfect_and_a_blind_decoder(truth):
+    """Reconstruction metrics see the decoder's output: a decoder that returns the truth scores high."""
+    clips = ev.held_out_clips(os.path.join(truth[2], "videos.csv"), 32, 4, 2, 0.3, 4)
+    assert clips.shape[1:] == (5, 3, 32, 32) and 1 <= len(clips) <= 4
+
+    class Tok(torch.nn.Module):
+        def encode(self, frames):  # (..., 3, H, W) -> tokens that are the frames themselves
+            return frames.flatten(-3)[..., None, :]
+
+    a0 = make_alphas_cumprod()[0].item()
+
+    class Oracle(torch.nn.Module):
+        """Draws the cross-fade of the two frames in the tokens (or black): one "trailing" DDIM step starts at
+        a_t = 0, where x0 = -v and eps = x_t, and ends at sqrt(a0) x0 + sqrt(1 - a0) eps: v is chosen so that
+        this lands exactly on the target."""
+
+        def __init__(self, blind=False):
+            super().__init__()
+            self.w, self.blind = torch.nn.Parameter(torch.zeros(1)), blind
+
+        def forward(self, x_t, t, cond, stride):
+            head, rear = cond[:, 0].view(-1, 3, 32, 32), cond[:, 1].view(-1, 3, 32, 32)
+            alpha = torch.linspace(0, 1, x_t.shape[1]).view(1, -1, 1, 1, 1)
+            target = torch.zeros_like(x_t) - 1 if self.blind else (1 - alpha) * head[:, None] + alpha * rear[:, None]
+            return -(target - (1 - a0) ** 0.5 * x_t) / a0 ** 0.5
+
+    cfg = dict(image_size=32, clip_frames=4, zero_terminal_snr=True, prediction_type="v", token_dim=3 * 32 * 32)
+    kw = dict(num_steps=1, timestep_spacing="trailing", cfg_scale=1.0, eta=0.0, progress=False)
+    good = ev.tokenizer_metrics(Tok(), Oracle(), cfg, clips, **kw)
+    bad = ev.tokenizer_metrics(Tok(), Oracle(blind=True), cfg, clips, **kw)
+    assert good["recon_psnr"] == pytest.approx(good["recon_psnr_crossfade"], abs=0.2)  # the cross-fade, reproduced
+    assert good["recon_ssim"] == pytest.approx(good["recon_ssim_crossfade"], abs=0.01)
+    assert bad["recon_psnr"] < good["recon_psnr"] - 3 and bad["recon_ssim"] < good["recon_ssim"]

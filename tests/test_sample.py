@@ -1,0 +1,181 @@
+"""sample.py: text -> deep tokens -> clips -> mp4/gif, reconstruction, and clean errors, on tiny random checkpoints."""
+import csv
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import imageio
+import numpy as np
+import pytest
+import torch
+
+import data
+import sample
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
+        "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def save_ar(path, token_dim, max_keyframes=3):
+    from ar_model import ARConfig, ARModel
+    torch.manual_seed(0)
+    model = ARModel(ARConfig(backbone="tiny-gpt2", n_q=4, token_dim=token_dim, max_keyframes=max_keyframes,
+                             text_len=16, k=4))
+    torch.save({"model": model.state_dict(), "model_config": asdict(model.cfg)}, path)  # train_ar.py's keys
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    """A tokenizer checkpoint in train_tokenizer.py's format (random weights, N_q=4, C=32, 5-frame clips),
+    an AR checkpoint that fits it (max 3 keyframes) and one that does not (C=8)."""
+    import tokenizer as tok
+    import train_tokenizer
+    from configurator import apply_config
+    d = tmp_path_factory.mktemp("ckpts")
+    cfg = apply_config({k: v for k, v in vars(train_tokenizer).items() if not k.startswith("_")}, TINY)
+    torch.manual_seed(0)
+    tokenizer, denoiser = tok.build_autoencoder(cfg)
+    with torch.no_grad():  # the decoder's zero-initialised output layers would make every video the same
+        for p in denoiser.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    torch.save({"tokenizer": tokenizer.state_dict(), "denoiser": denoiser.state_dict(), "iter_num": 1, "config": cfg},
+               d / "tok.pt")
+    return {"tok": str(d / "tok.pt"), "ar": save_ar(str(d / "ar.pt"), 32), "ar_c8": save_ar(str(d / "ar_c8.pt"), 8)}
+
+
+def run(args, timeout=120):
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "sample.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_end_to_end_writes_mp4_gif_npz(ckpts, tmp_path):
+    out = tmp_path / "samples"
+    r = run(["--prompt", "a red circle moving right", "--prompt", "a blue square standing still", "--num_keyframes",
+             "3", "--ddim_steps", "2", "--out", str(out), "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"]])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    frames = (3 - 1) * 4 + 1  # (K - 1) clip_frames + 1
+    for name in ("000_a_red_circle_moving_right", "001_a_blue_square_standing_still"):
+        mp4 = data.read_frames(str(out / f"{name}.mp4"))
+        assert mp4.shape == (frames, 128, 128, 3)  # 32 px upscaled x4 for viewing
+        assert len(imageio.mimread(str(out / f"{name}.gif"))) == frames
+    npz = np.load(out / "frames.npz")
+    assert npz["frames"].shape == (2, frames, 32, 32, 3) and npz["frames"].dtype == np.uint8
+    assert list(npz["prompts"]) == ["a red circle moving right", "a blue square standing still"]
+    assert int(npz["clip_frames"]) == 4 and int(npz["frame_stride"]) == 2 and float(npz["fps"]) == 4.0  # 8 // 4, 8 / 2
+    with open(out / "samples.csv") as f:
+        assert [row["caption"] for row in csv.DictReader(f)] == list(npz["prompts"])
+    assert "wrote 2 video(s) of 9 frames" in r.stdout
+
+
+def test_same_seed_same_videos(ckpts):
+    ar = sample.load_ar(ckpts["ar"])
+    tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
+    kw = dict(num_steps=2, progress=False, batch_size=1)
+    a = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle"], 2, seed=3, **kw)
+    b = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle"], 2, seed=3, **kw)
+    c = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle"], 2, seed=4, **kw)
+    assert a.shape == (1, 5, 32, 32, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_one_minute_video(ckpts, tmp_path):
+    """60 keyframes at 1 per second of 8 fps video: 59 clips of 8 frames' time each (here 4 frames at stride 2)."""
+    ar = sample.load_ar(save_ar(str(tmp_path / "ar60.pt"), 32, max_keyframes=60))
+    tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
+    video = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle moving right"], 60, num_steps=1,
+                                   batch_size=64, progress=False)
+    assert video.shape == (1, 59 * 4 + 1, 32, 32, 3)  # at 8 / 2 = 4 fps: 59.25 s
+    with pytest.raises(sample.SampleError, match="supports at most 60 keyframes"):
+        sample.generate_videos(ar, tokenizer, denoiser, cfg, ["x"], 61, num_steps=1, progress=False)
+
+
+class RecordingDenoiser(torch.nn.Module):
+    """Stands in for the decoder: predicts v = 0 and records what it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x_t, t, cond, frame_stride):
+        self.calls.append((cond.clone(), frame_stride.clone()))
+        return torch.zeros_like(x_t)
+
+
+def test_decode_pairs_consecutive_keyframes_and_joins_clips():
+    cfg = dict(clip_frames=2, image_size=4, zero_terminal_snr=True, prediction_type="v")
+    tokens = torch.arange(2 * 4 * 1 * 3, dtype=torch.float32).view(2, 4, 1, 3)  # B=2, K=4, N_q=1, C=3
+    den = RecordingDenoiser()
+    out = sample.decode_keyframes(den, tokens, torch.zeros(1, 2, 3), cfg, frame_stride=3, num_steps=1, eta=0.0,
+                                  batch_size=4, progress=False)
+    assert out.shape == (2, 3 * 2 + 1, 3, 4, 4)
+    cond = torch.cat([c[: len(c) // 2] for c, _ in den.calls])  # conditional halves, batches in order
+    assert cond.shape == (6, 2, 3)
+    for b in range(2):
+        for k in range(3):  # clip k of video b: head = keyframe k, rear = keyframe k + 1
+            assert torch.equal(cond[3 * b + k], torch.cat([tokens[b, k], tokens[b, k + 1]]))
+    assert all(bool((s == 3).all()) and len(s) == len(c) for c, s in den.calls)
+    clips = torch.arange(2 * 3).float().view(1, 2, 3)  # (B=1, 2 clips, 3 frames)
+    assert sample.join_clips(clips).tolist() == [[0, 1, 2, 4, 5]]  # clip 1's head frame (3) is clip 0's rear
+
+
+def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
+    video = os.path.join(shapes_dir, "videos", "000000.mp4")
+    r = run(["--reconstruct", video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"],
+             "--zero_tokens", "1", "--ar_ckpt", "does/not/matter.pt"])
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
+    assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
+    assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in r.stdout
+    # the left half is the original at the decoder's frame positions
+    original = data.read_frames(video)[::2][:17]
+    assert np.abs(frames[:, ::4, :128:4].astype(int) - original).mean() < 8
+
+
+def test_zeroing_all_tokens_forgets_the_video(ckpts, shapes_dir):
+    tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
+    videos = [data.read_frames(os.path.join(shapes_dir, "videos", f"00000{i}.mp4")) for i in (0, 1)]
+    kw = dict(num_steps=2, progress=False, num_keyframes=2)
+    kept = [sample.reconstruct_video(tokenizer, denoiser, cfg, v, **kw)[1] for v in videos]
+    zeroed = [sample.reconstruct_video(tokenizer, denoiser, cfg, v, zero_tokens=4, **kw)[1] for v in videos]
+    assert not np.array_equal(kept[0], kept[1])
+    assert np.array_equal(zeroed[0], zeroed[1])  # all N_q tokens zeroed: nothing of the input is left
+
+
+def test_write_video_pads_odd_sizes(tmp_path):
+    frames = np.random.default_rng(0).integers(0, 255, (5, 33, 35, 3), dtype=np.uint8)
+    sample.write_video(str(tmp_path / "v.mp4"), frames, fps=8, min_size=1)
+    assert data.read_frames(str(tmp_path / "v.mp4")).shape == (5, 34, 36, 3)
+
+
+@pytest.mark.parametrize("case", ["empty_prompts_file", "mismatched_checkpoints", "too_many_keyframes",
+                                  "missing_checkpoint"])
+def test_user_mistakes_are_one_line_errors(case, ckpts, tmp_path):
+    empty = tmp_path / "prompts.txt"
+    empty.write_text("\n  \n# a comment\n")
+    base = ["--out", str(tmp_path / "o"), "--ddim_steps", "1", "--tokenizer_ckpt", ckpts["tok"]]
+    args, expect = {
+        "empty_prompts_file": (["--prompts_file", str(empty), "--ar_ckpt", ckpts["ar"]], "holds no prompts"),
+        "mismatched_checkpoints": (["--prompt", "x", "--ar_ckpt", ckpts["ar_c8"]], "N_q=4, C=32 but AR model"),
+        "too_many_keyframes": (["--prompt", "x", "--num_keyframes", "9", "--ar_ckpt", ckpts["ar"]],
+                               "supports at most 3 keyframes"),
+        "missing_checkpoint": (["--prompt", "x", "--ar_ckpt", str(tmp_path / "nope.pt")], "does not exist"),
+    }[case]
+    r = run(base + args)
+    assert r.returncode != 0
+    assert "error:" in r.stderr and expect in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    if case == "mismatched_checkpoints":
+        assert "C=8" in r.stderr  # both values named
+    assert not os.path.exists(tmp_path / "o" / "frames.npz")
