@@ -1,8 +1,8 @@
 """
-Micro-benchmarks, one section per component (more sections, e.g. the AR model and the
-tokenizer, can be added to SECTIONS below).
+Micro-benchmarks, one section per component.
 
 $ python bench.py --section=gmm
+$ python bench.py --section=tokenizer
 
 gmm: forward+backward of the GMM NLL (paper Sec. 3.4, supp. Algorithm 1) at N positions,
 K=16, D=1024, comparing gmm.gmm_nll (eager and torch.compile'd) with the same loss written
@@ -134,8 +134,56 @@ def bench_gmm(args):
           f"grad), {mem[base]['method']}, fresh process per variant.")
 
 # -----------------------------------------------------------------------------
+# tokenizer section
 
-SECTIONS = {"gmm": bench_gmm}
+def bench_tokenizer(args):
+    """One training step (forward + backward + AdamW) of the shapes tokenizer: E + Q + VideoUNet
+    on a batch of 9-frame 32 x 32 clips, as train_tokenizer.py runs it with config/shapes.py."""
+    import configurator
+    import diffusion
+    import tokenizer as tok
+    import train_tokenizer as tt
+    cfg = configurator.apply_config(dict(vars(tt)), ["config/shapes.py"])
+    torch.manual_seed(0)
+    tokenizer, denoiser = tok.build_autoencoder(cfg)
+    model = tt.Autoencoder(tokenizer, denoiser, diffusion.make_alphas_cumprod(), "v", cfg["keyframe_loss_weight"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    B = args.batch_size or cfg["batch_size"]
+    clips = torch.rand(B, cfg["clip_frames"] + 1, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1
+    stride, drop = torch.ones(B, dtype=torch.long), torch.zeros(B, dtype=torch.bool)
+    compiled = torch.compile(model)
+    variants = {"fp32 eager": (model, False), "bf16 autocast": (model, True), "fp32 compiled": (compiled, False)}
+
+    def step(net, bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = net(clips, stride, drop)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    print(f"tokenizer training step: batch {B} clips of {cfg['clip_frames'] + 1} x {cfg['image_size']}^2, "
+          f"trainable {sum(p.numel() for p in params) / 1e6:.2f}M, {torch.get_num_threads()} threads")
+    for name, (net, bf16) in variants.items():
+        t0 = time.perf_counter()
+        for _ in range(args.warmup):
+            step(net, bf16)
+        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s")
+    times = {name: [] for name in variants}
+    for _ in range(args.repeats):
+        for name, (net, bf16) in variants.items():
+            t0 = time.perf_counter()
+            step(net, bf16)
+            times[name].append(time.perf_counter() - t0)
+    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    print(f"\n{'variant':<16}{'median s':>9}{'clips/s':>9}{'speedup':>9}")
+    for name in variants:
+        print(f"{name:<16}{med[name]:>9.3f}{B / med[name]:>9.1f}{med['fp32 eager'] / med[name]:>8.2f}x")
+    print(f"{args.repeats} interleaved repeats after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+
+# -----------------------------------------------------------------------------
+
+SECTIONS = {"gmm": bench_gmm, "tokenizer": bench_tokenizer}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -143,6 +191,7 @@ if __name__ == "__main__":
     parser.add_argument("--n", type=int, default=2048, help="gmm: positions")
     parser.add_argument("--k", type=int, default=16, help="gmm: mixture components")
     parser.add_argument("--d", type=int, default=1024, help="gmm: token channels")
+    parser.add_argument("--batch_size", type=int, default=0, help="tokenizer: clips per step (0 = the config's)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--_mem_child", default=None, help=argparse.SUPPRESS)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+POS_EMB_STD = 0.5  # Q's position embedding, about a third of the projected tokens' scale
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "config")
 
 
@@ -98,18 +99,29 @@ class Block(nn.Module):
 
 
 class QueryTransformer(nn.Module):
-    """Q: encoder tokens (B, N, C_clip) -> deep tokens (B, N_q, C), layer-normed (as the released model)."""
+    """Q: encoder tokens (B, N, C_clip) -> deep tokens (B, N_q, C), layer-normed (as the released model).
 
-    def __init__(self, in_dim, dim, n_queries, n_layers, n_heads):
+    The projected encoder tokens get a learned position embedding of Q's own. Without it Q
+    cannot find *where* the object is: a CLIP's last-block tokens of one frame are nearly
+    alike (on the tiny stand-in CLIP, std 0.6 across the patches of a frame against 2.5
+    across frames), so attention has nothing to select by. Measured on shapes frames, Q +
+    a linear head regressing the object's centroid, 1,500 steps: 7.0 px error without it
+    (8.2 px at 3x the learning rate), 0.77 px with it (chance is about 7.8 px).
+    """
+
+    def __init__(self, in_dim, dim, n_queries, n_layers, n_heads, n_tokens):
         super().__init__()
         self.n_queries = n_queries
         self.queries = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
         self.proj_in = nn.Linear(in_dim, dim)
+        self.pos_emb = nn.Parameter(torch.randn(n_tokens, dim) * POS_EMB_STD)
         self.blocks = nn.ModuleList(Block(dim, n_heads) for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(dim)
 
     def forward(self, encoder_tokens):
-        x = self.proj_in(encoder_tokens)  # (B, N, C)
+        if encoder_tokens.shape[1] != len(self.pos_emb):
+            raise ValueError(f"Q was built for {len(self.pos_emb)} encoder tokens, got {tuple(encoder_tokens.shape)}")
+        x = self.proj_in(encoder_tokens) + self.pos_emb  # (B, N, C)
         x = torch.cat([self.queries.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N_q + N, C)
         for block in self.blocks:
             x = block(x)
@@ -122,7 +134,7 @@ class DeepTokenizer(nn.Module):
     def __init__(self, clip_model, n_queries=16, dim=1024, q_layers=4, q_heads=16, train_encoder=False):
         super().__init__()
         self.encoder = FrameEncoder(clip_model, trainable=train_encoder)
-        self.query = QueryTransformer(self.encoder.width, dim, n_queries, q_layers, q_heads)
+        self.query = QueryTransformer(self.encoder.width, dim, n_queries, q_layers, q_heads, self.encoder.num_tokens)
         self.n_queries, self.dim = n_queries, dim
 
     def encode(self, frames):
@@ -168,8 +180,12 @@ def load_autoencoder(ckpt_path, device="cpu"):
         raise ValueError(f"{ckpt_path} is not a train_tokenizer.py checkpoint (keys: {sorted(ckpt)})")
     cfg = dict(ckpt["config"], clip_pretrained="")  # the checkpoint holds the encoder weights itself
     tokenizer, denoiser = build_autoencoder(cfg)
-    tokenizer.load_state_dict(ckpt["tokenizer"])
-    denoiser.load_state_dict(ckpt["denoiser"])
+    try:
+        tokenizer.load_state_dict(ckpt["tokenizer"])
+        denoiser.load_state_dict(ckpt["denoiser"])
+    except RuntimeError as e:  # missing / unexpected / resized weights: written by another version of the code
+        details = " ".join(line.strip() for line in str(e).splitlines()[1:3])
+        raise ValueError(f"{ckpt_path} does not fit this code's model (retrain it): {details}") from None
     return tokenizer.to(device).eval(), denoiser.to(device).eval(), cfg
 
 

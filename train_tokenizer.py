@@ -135,7 +135,7 @@ def pretrain_clip(out_path):
     model = tok.create_clip(clip_model).to(device).train()
     tokenize = open_clip.get_tokenizer("ViT-B-32", context_length=model.context_length)  # bundled BPE, offline
     images = data.ImageTextDataset(os.path.join(data_dir, "images.csv"), image_size, cache=True)
-    encoder = tok.FrameEncoder(model, trainable=True)  # same resize + normalisation as at encode time
+    encoder = tok.FrameEncoder(model, trainable=True).to(device)  # same resize + normalisation as at encode time
     loss_fn = open_clip.loss.ClipLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=clip_pretrain_lr, weight_decay=0.1)
     for it in range(clip_pretrain_iters):
@@ -201,7 +201,7 @@ def reconstruct(model, clips, frame_stride, uncond_tokens, generator):
     stride = frame_stride.repeat(2) if cfg_scale != 1 else frame_stride  # ddim_sample batches cond + uncond
     net = lambda x_t, t, c: model.denoiser(x_t, t, c, stride[: len(x_t)])
     latent = getattr(model.denoiser, "latent", False)
-    noise = torch.randn(model.denoiser.latent_shape(clips.shape) if latent else clips.shape, generator=generator).to(device)
+    noise = torch.randn(model.denoiser.latent_shape(clips.shape) if latent else clips.shape, generator=generator, device=device)
     out = diffusion.ddim_sample(net, noise, cond, uncond, alphas_cumprod=model.alphas_cumprod, num_steps=ddim_steps,
                                 cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
                                 prediction_type=prediction_type, generator=generator)
@@ -317,7 +317,7 @@ if __name__ == "__main__":
         model.eval()
         zero = torch.zeros(1, 2, 3, image_size, image_size, device=device)
         uncond = model.condition(zero)  # tokens of an all-zero image, as in training
-        recon = reconstruct(model, val_clips.to(device), val_stride, uncond, torch.Generator().manual_seed(seed))
+        recon = reconstruct(model, val_clips.to(device), val_stride, uncond, torch.Generator(device).manual_seed(seed))
         metrics = reconstruction_metrics(val_clips, recon.cpu())
         write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon.cpu())
         if probe_set is not None:

@@ -155,7 +155,7 @@ def test_paper_size_parameter_counts():
     with torch.device("meta"):
         clip = open_clip.create_model(cfg["clip_model"], device="meta")  # pretrained=None: random init, on meta
         query = tok.QueryTransformer(clip.visual.transformer.width, cfg["token_dim"], cfg["n_queries"],
-                                     cfg["q_layers"], cfg["q_heads"])
+                                     cfg["q_layers"], cfg["q_heads"], n_tokens=257)
         den = diffusion.LatentVideoDenoiser.from_config(MODELSCOPE_UNET, SD_VAE, cfg["token_dim"], cfg["max_stride"])
         # Stable Diffusion 2.1's UNet: the spatial half of ModelScope-T2V's
         sd21 = UNet2DConditionModel(sample_size=96, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
@@ -166,9 +166,9 @@ def test_paper_size_parameter_counts():
     assert clip.visual.transformer.width == 1280 and clip.visual.grid_size == (16, 16)
     assert n_params(clip.visual) == 632_076_800
     # Q: 4 pre-norm blocks of width C = 1024 (12 C^2 + 13 C each: qkv, proj, 4x MLP, 2 LayerNorms) + proj_in
-    # 1280 -> 1024 + 16 queries + final LayerNorm = 51.7M
+    # 1280 -> 1024 + a position embedding of the 257 encoder tokens + 16 queries + final LayerNorm = 52.0M
     C = cfg["token_dim"]
-    assert n_params(query) == 4 * (12 * C * C + 13 * C) + (1280 * C + C) + 16 * C + 2 * C == 51_715_072
+    assert n_params(query) == 4 * (12 * C * C + 13 * C) + (1280 * C + C) + 257 * C + 16 * C + 2 * C == 51_978_240
     # decoder: ModelScope-T2V's UNet3D is 1,411,233,860 parameters. Its report gives ~1.7B for the whole model
     # (VAE + OpenCLIP-H text encoder ~354M + UNet; the 1.7B is rounded), "0.5B of them temporal": the UNet minus
     # SD 2.1's 2D UNet (865.9M) is 0.545B, the temporal convolutions and attentions.
