@@ -293,6 +293,20 @@ class ARModel(nn.Module):
         self.train(was_training)
         return fed[:B].clone()  # (B, num_keyframes, N_q, C)
 
+    def flop_params(self):
+        """Parameters that cost FLOPs per token: all but the lookup tables (token, frame-index, position)."""
+        lookups = {id(self.backbone.get_input_embeddings().weight), id(self.frame_emb), id(self.pos_emb)}
+        lookups |= {id(p) for n, p in self.backbone.named_parameters() if n.startswith("wpe.")}  # GPT-2 positions
+        return sum(p.numel() for p in self.parameters() if id(p) not in lookups)
+
+    def flops_per_token(self, seq_len, flop_params=None):
+        """Training FLOPs per token at sequence length seq_len, nanoGPT's estimate (PaLM appendix B):
+        6 N for the matrix products forward + backward, plus 12 L H d S for attention.
+        flop_params: self.flop_params(), if the caller has it already."""
+        hf = self.backbone.config
+        layers, heads, width = hf.num_hidden_layers, hf.num_attention_heads, hf.hidden_size
+        return 6 * (flop_params or self.flop_params()) + 12 * layers * heads * (width // heads) * seq_len
+
     @classmethod
     def from_checkpoint(cls, ckpt, map_location="cpu"):
         """Rebuild from a train_ar.py checkpoint (path or loaded dict): config + weights, eval mode."""

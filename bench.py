@@ -3,6 +3,7 @@ Micro-benchmarks, one section per component.
 
 $ python bench.py --section=gmm
 $ python bench.py --section=tokenizer
+$ python bench.py --section=ar
 
 gmm: forward+backward of the GMM NLL (paper Sec. 3.4, supp. Algorithm 1) at N positions,
 K=16, D=1024, comparing gmm.gmm_nll (eager and torch.compile'd) with the same loss written
@@ -134,6 +135,21 @@ def bench_gmm(args):
           f"grad), {mem[base]['method']}, fresh process per variant.")
 
 # -----------------------------------------------------------------------------
+
+def time_interleaved(variants, step, warmup, repeats):
+    """Median seconds of step(*args) for each {name: args}: warm-up first, then the variants in turn."""
+    for args in variants.values():
+        for _ in range(warmup):
+            step(*args)
+    times = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, args in variants.items():
+            t0 = time.perf_counter()
+            step(*args)
+            times[name].append(time.perf_counter() - t0)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+
+# -----------------------------------------------------------------------------
 # tokenizer section
 
 def bench_tokenizer(args):
@@ -164,26 +180,78 @@ def bench_tokenizer(args):
 
     print(f"tokenizer training step: batch {B} clips of {cfg['clip_frames'] + 1} x {cfg['image_size']}^2, "
           f"trainable {sum(p.numel() for p in params) / 1e6:.2f}M, {torch.get_num_threads()} threads")
-    for name, (net, bf16) in variants.items():
-        t0 = time.perf_counter()
-        for _ in range(args.warmup):
-            step(net, bf16)
-        print(f"  warm-up {name}: {time.perf_counter() - t0:.1f} s")
-    times = {name: [] for name in variants}
-    for _ in range(args.repeats):
-        for name, (net, bf16) in variants.items():
-            t0 = time.perf_counter()
-            step(net, bf16)
-            times[name].append(time.perf_counter() - t0)
-    med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+    med = time_interleaved(variants, step, args.warmup, args.repeats)
     print(f"\n{'variant':<16}{'median s':>9}{'clips/s':>9}{'speedup':>9}")
     for name in variants:
         print(f"{name:<16}{med[name]:>9.3f}{B / med[name]:>9.1f}{med['fp32 eager'] / med[name]:>8.2f}x")
-    print(f"{args.repeats} interleaved repeats after {args.warmup} warm-up; load average {os.getloadavg()[0]:.2f}")
+    print(f"{args.repeats} interleaved repeats after {args.warmup} warm-up (the compiled one compiles in its first);"
+          f" load average {os.getloadavg()[0]:.2f}")
+
+# -----------------------------------------------------------------------------
+# ar section
+
+def ar_model(backbone, n_q, token_dim, max_keyframes, text_len, k=16):
+    from ar_model import ARConfig, ARModel
+    torch.manual_seed(0)
+    return ARModel(ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes,
+                            text_len=text_len, k=k))
+
+def bench_ar(args):
+    """AR model: training tokens/s and MFU (fp32, bf16 autocast, compiled), generation with and without
+    the KV cache, and an estimate of the paper's Llama-3.2-1B run on A100s."""
+    B, peak = args.ar_batch, args.peak_flops
+    print(f"AR training step (forward + backward + AdamW), batch {B}, {torch.get_num_threads()} threads; "
+          f"MFU against peak_flops={peak:.3g}")
+    print(f"{'model':<28}{'variant':<15}{'ms/step':>8}{'tok/s':>9}{'MFU':>8}")
+    for backbone, n_q, dim, text_len in (("mini-gpt2", 16, 64, 16), ("gpt2", 16, 64, 16)):
+        model = ar_model(backbone, n_q, dim, 5, text_len)
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        text_ids, text_mask = model.tokenize(["a red circle moving right"] * B)
+        tokens = torch.randn(B, 5, n_q, dim)
+        S = text_len + 5 * (n_q + 1)
+        fpt = model.flops_per_token(S)
+        variants = {"fp32 eager": (model, False), "bf16 autocast": (model, True)}
+        if backbone == "mini-gpt2":
+            variants["fp32 compiled"] = (torch.compile(model), False)
+
+        def step(net, bf16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = net(text_ids, text_mask, tokens)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        med = time_interleaved(variants, step, args.warmup, args.repeats)
+        label = f"{backbone} ({model.flop_params() / 1e6:.1f}M, S={S})"
+        for name, dt in med.items():
+            print(f"{label:<28}{name:<15}{1000 * dt:>8.0f}{B * S / dt:>9.0f}{100 * B * S * fpt / dt / peak:>7.1f}%")
+
+    model = ar_model("mini-gpt2", 16, 64, 16, 16).eval()
+    prompts = ["a red circle moving right"] * args.gen_batch
+    times, outs = {}, {}
+    for use_cache in (True, False):
+        t0 = time.perf_counter()
+        outs[use_cache] = model.generate(prompts, 16, var_scale=0.01, generator=torch.Generator().manual_seed(0),
+                                         use_cache=use_cache)
+        times[use_cache] = time.perf_counter() - t0
+    kf = 16 * args.gen_batch
+    print(f"\ngenerate 16 keyframes x 16 tokens, {args.gen_batch} prompts (mini-gpt2): KV cache "
+          f"{kf / times[True]:.1f} keyframes/s, recompute {kf / times[False]:.1f} keyframes/s: "
+          f"{times[False] / times[True]:.1f}x; same tokens: {torch.equal(outs[True], outs[False])}")
+
+    with torch.device("meta"):  # the paper's default: Llama-3.2-1B, 16 x 1024 deep tokens, 16 keyframes, text 80
+        llama = ar_model("llama-3.2-1b", 16, 1024, 16, 80)
+    S, batch, gpus, mfu = 80 + 16 * 17, 256, 4, 0.4
+    flops = batch * S * llama.flops_per_token(S)
+    print(f"\nESTIMATE, not a measurement: Llama-3.2-1B ({llama.flop_params() / 1e9:.2f}B FLOP parameters), "
+          f"global batch {batch} x {S} tokens = {flops / 1e15:.0f} PFLOP per step; on {gpus} A100s (312 TFLOP/s "
+          f"bf16 each) at an assumed {100 * mfu:.0f}% MFU: {flops / (gpus * 312e12 * mfu):.1f} s/step, "
+          f"{100e3 * flops / (gpus * 312e12 * mfu) / 3600:.0f} h per 100k steps")
 
 # -----------------------------------------------------------------------------
 
-SECTIONS = {"gmm": bench_gmm, "tokenizer": bench_tokenizer}
+SECTIONS = {"gmm": bench_gmm, "tokenizer": bench_tokenizer, "ar": bench_ar}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -192,6 +260,9 @@ if __name__ == "__main__":
     parser.add_argument("--k", type=int, default=16, help="gmm: mixture components")
     parser.add_argument("--d", type=int, default=1024, help="gmm: token channels")
     parser.add_argument("--batch_size", type=int, default=0, help="tokenizer: clips per step (0 = the config's)")
+    parser.add_argument("--ar_batch", type=int, default=16, help="ar: sequences per training step")
+    parser.add_argument("--gen_batch", type=int, default=4, help="ar: prompts per generate call")
+    parser.add_argument("--peak_flops", type=float, default=1e12, help="ar: peak FLOP/s of this device, for MFU")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--_mem_child", default=None, help=argparse.SUPPRESS)

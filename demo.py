@@ -39,9 +39,9 @@ from PIL import Image, ImageDraw, ImageFont
 # -----------------------------------------------------------------------------
 # settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU)
 NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
-CLIP_PRETRAIN_ITERS = 300  # the tiny CLIP encoder's contrastive stand-in pre-training (~0.45 s/iter)
-TOKENIZER_ITERS = 800  # 0.66 s/iter on this 2-core CPU (python bench.py --section=tokenizer)
-TOKENIZER_EVAL_INTERVAL = 400
+CLIP_PRETRAIN_ITERS = 0  # random frozen E: see config/shapes.py
+TOKENIZER_ITERS = 1000  # 0.66 s/iter on this 2-core CPU (python bench.py --section=tokenizer)
+TOKENIZER_EVAL_INTERVAL = 500
 AR_ITERS = (400, 400, 800, 200)  # stages 1-4: images L2, images GMM, images + videos, moving videos
 AR_EVAL_INTERVAL = 200
 KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video

@@ -229,10 +229,7 @@ def main(config):
             f"{ckpt['model_config']['loss']} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), "
             f"freshly initialised" if skipped else ""))
     raw_model.to(dev)
-    lookups = {id(raw_model.backbone.get_input_embeddings().weight), id(raw_model.frame_emb), id(raw_model.pos_emb)}
-    lookups |= {id(p) for n, p in raw_model.backbone.named_parameters() if n.startswith("wpe.")}  # GPT-2 positions
-    n_params = sum(p.numel() for p in raw_model.parameters())
-    n_flop_params = sum(p.numel() for p in raw_model.parameters() if id(p) not in lookups)
+    n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "
         f"backbone {cfg.backbone}, loss {cfg.loss}, N_q={n_q}, C={token_dim}")
     for d in (images, videos):  # tokenise every caption once
@@ -269,8 +266,6 @@ def main(config):
     if ddp:
         model = DDP(model, device_ids=[local_rank] if device_type == "cuda" else None)
 
-    hf = raw_model.backbone.config
-    layers, heads, head_dim = hf.num_hidden_layers, hf.num_attention_heads, hf.hidden_size // hf.num_attention_heads
     gpu_name = torch.cuda.get_device_name() if device_type == "cuda" else ""
     peak = peak_flops or next((v for k, v in PEAK_FLOPS.items() if k in gpu_name), 0.0)  # 0: MFU not logged
 
@@ -346,7 +341,7 @@ def main(config):
             scaler.scale(loss_value).backward()
             B, S = batch[0].shape[0], batch[0].shape[1] + batch[2].shape[1] * (n_q + 1)
             tokens_seen += B * S
-            flops += B * S * (6 * n_flop_params + 12 * layers * heads * head_dim * S)  # nanoGPT's estimate
+            flops += B * S * raw_model.flops_per_token(S, n_flop_params)
             loss_sum += loss_value.detach().float()  # no host sync until the log line
         if grad_clip > 0:
             scaler.unscale_(optimizer)

@@ -64,7 +64,7 @@ cache_frames = True  # keep decoded videos in RAM (small data sets)
 prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
-keyframe_loss_weight = 0.0  # optional auxiliary loss: the decoder's token maps redraw the head/rear frames
+keyframe_loss_weight = 0.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (config/shapes.py)
 ddim_steps = 20  # eval reconstructions (sample.py uses the paper's 50)
 cfg_scale = 7.5
 guidance_rescale = 0.7
@@ -90,10 +90,15 @@ seed = 1337
 
 
 class Autoencoder(nn.Module):
-    """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips."""
+    """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips, plus
+    keyframe_loss_weight x the MSE of the head/rear frames redrawn from their own deep tokens."""
 
     def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight=0.0):
         super().__init__()
+        token_map = getattr(denoiser, "token_map", None)
+        if keyframe_loss_weight > 0 and getattr(token_map, "to_rgb", None) is None:
+            raise ValueError("keyframe_loss_weight > 0 needs the VideoUNet denoiser built with render_maps=True "
+                             f"(tokenizer.build_autoencoder does that); {type(denoiser).__name__} has no token map")
         self.tokenizer, self.denoiser, self.prediction_type = tokenizer, denoiser, prediction_type
         self.keyframe_loss_weight = keyframe_loss_weight
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
@@ -280,7 +285,10 @@ if __name__ == "__main__":
 
     tokenizer, denoiser = tok.build_autoencoder(config)
     alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
-    model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
+    try:
+        model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
+    except ValueError as e:
+        sys.exit(f"config error: {e}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
     iter_num = 0

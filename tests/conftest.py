@@ -5,6 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups: each failed one
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import data  # noqa: E402
 
@@ -15,3 +16,13 @@ def shapes_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("shapes"))
     data.generate_shapes(out, num_videos=24, size=32, num_frames=33, seed=0)
     return out
+
+
+@pytest.fixture
+def one_thread():
+    """The 2-core test machines are shared: one thread is many times faster than two under load.
+    Modules opt in with pytestmark = pytest.mark.usefixtures("one_thread")."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

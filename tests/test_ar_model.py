@@ -4,17 +4,11 @@ import torch
 
 from ar_model import ARConfig, ARModel
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 PROMPTS = ["a red circle moving left", "a blue square"]
 LONG = "a very long prompt about a small green triangle that bounces around"
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The 2-core test machines are shared: one thread is many times faster than two under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(backbone="tiny-gpt2", seed=0, **kw):

@@ -16,15 +16,9 @@ import evaluate as ev
 from diffusion import make_alphas_cumprod
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # the I3D file format is TorchScript
+pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),  # the I3D file format is TorchScript
+              pytest.mark.usefixtures("one_thread")]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # ----------------------------------------------------------------------------- pixel metrics

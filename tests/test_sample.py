@@ -13,17 +13,12 @@ import torch
 import data
 import sample
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
         "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def save_ar(path, token_dim, max_keyframes=3):

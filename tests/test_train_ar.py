@@ -11,17 +11,12 @@ import torch
 import data
 from configurator import apply_config
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, "train_ar.py")
 COLORS, SHAPES, DIRECTIONS = ["red", "green", "blue"], ["circle", "square"], ["left", "right", "up", "down"]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def caption_tokens(caption, num_keyframes, n_q=4, c=8):
