@@ -211,9 +211,9 @@ def bench_ar(args):
         tokens = torch.randn(B, 5, n_q, dim)
         S = text_len + 5 * (n_q + 1)
         fpt = model.flops_per_token(S)
-        variants = {"fp32 eager": (model, False), "bf16 autocast": (model, True)}
-        if backbone == "mini-gpt2":
-            variants["fp32 compiled"] = (torch.compile(model), False)
+        variants = {"fp32 eager": (model, False)}
+        if backbone == "mini-gpt2" or torch.cuda.is_available():  # a CPU without bf16 arithmetic: minutes a step
+            variants.update({"bf16 autocast": (model, True), "fp32 compiled": (torch.compile(model), False)})
 
         def step(net, bf16):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -238,7 +238,7 @@ def bench_ar(args):
     kf = 16 * args.gen_batch
     print(f"\ngenerate 16 keyframes x 16 tokens, {args.gen_batch} prompts (mini-gpt2): KV cache "
           f"{kf / times[True]:.1f} keyframes/s, recompute {kf / times[False]:.1f} keyframes/s: "
-          f"{times[False] / times[True]:.1f}x; same tokens: {torch.equal(outs[True], outs[False])}")
+          f"{times[False] / times[True]:.1f}x; max |cached - recomputed| {(outs[True] - outs[False]).abs().max():.1e}")
 
     with torch.device("meta"):  # the paper's default: Llama-3.2-1B, 16 x 1024 deep tokens, 16 keyframes, text 80
         llama = ar_model("llama-3.2-1b", 16, 1024, 16, 80)

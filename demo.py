@@ -58,7 +58,8 @@ DDIM_STEPS = 50  # grid videos and reconstructions (the paper's 50)
 EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
 RECON_CLIPS = 32  # held-out clips for reconstruction PSNR / SSIM
 VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
-SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "1.0", "--ar_cfg_scale", "1.0", "--cfg_scale", "7.5",
+DECODER_CFG_SCALE = "2.0"  # measured on held-out reconstructions, see config/shapes.py (the paper's 7.5 over-guides)
+SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "1.0", "--ar_cfg_scale", "1.0", "--cfg_scale", DECODER_CFG_SCALE,
                 "--guidance_rescale", "0.7", "--eta", "1.0"]
 SEED = 0
 TOKENIZER_FLAGS = []  # extra --key=value flags for train_tokenizer.py
@@ -207,7 +208,8 @@ class Pipeline:
             self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
                                                   "--out", self.out, "--tokenizer_ckpt", ckpts[0],
                                                   "--ddim_steps", str(self.s["DDIM_STEPS"]), "--seed", str(SEED),
-                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL),
+                                                  "--cfg_scale", DECODER_CFG_SCALE])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")
@@ -219,7 +221,8 @@ class Pipeline:
                "--real_split", "val", "--val_fraction", str(self.s["VAL_FRACTION"]),
                "--tokenizer_ckpt", tok_ckpt, "--recon_manifest", os.path.join(self.data, "videos.csv"),
                "--recon_clips", str(self.s["RECON_CLIPS"]), "--ddim_steps", str(self.s["EVAL_DDIM_STEPS"]),
-               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(SEED), "--out", metrics]
+               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(SEED), "--cfg_scale", DECODER_CFG_SCALE,
+               "--out", metrics]
         clip = os.path.join(self.tokenizer, "clip_pretrained.pt")  # CLIPSIM with the shapes stand-in CLIP
         if os.path.isfile(clip):
             cmd += ["--clip_model", checkpoint_config(tok_ckpt)["clip_model"], "--clip_pretrained", clip]

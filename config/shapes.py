@@ -22,3 +22,7 @@ keyframe_loss_weight = 1.0
 # 2e-3 reached the same quality in fewer steps than 1e-3 (centroid error 1.5 px and one object in 92% of
 # frames at 1,600 steps, against 2.3 px and 57% at 1,200 for 1e-3).
 learning_rate = 2e-3
+# Decoder guidance for this small, briefly trained decoder: on 32 held-out clips (DDIM 25 steps, eta 1) CFG 7.5 (the
+# paper's) gave PSNR 15.3 dB, one object in 58% of frames; 4.5: 17.2 dB, 94%; 3.0: 18.3 dB, 98%; 2.0: 19.1 dB, 98%
+# (color 97%, centroid 1.1 px). Large scales amplify the decoder's errors into background speckle. eta 0 was worse.
+cfg_scale = 2.0
