@@ -149,6 +149,14 @@ def time_interleaved(variants, step, warmup, repeats):
             times[name].append(time.perf_counter() - t0)
     return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
+def train_step(net, inputs, opt, bf16):
+    """One forward + backward + AdamW step of net(*inputs) -> loss, under CPU bf16 autocast if asked."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = net(*inputs)
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
 # -----------------------------------------------------------------------------
 # tokenizer section
 
@@ -168,19 +176,13 @@ def bench_tokenizer(args):
     B = args.batch_size or cfg["batch_size"]
     clips = torch.rand(B, cfg["clip_frames"] + 1, 3, cfg["image_size"], cfg["image_size"]) * 2 - 1
     stride, drop = torch.ones(B, dtype=torch.long), torch.zeros(B, dtype=torch.bool)
-    compiled = torch.compile(model)
-    variants = {"fp32 eager": (model, False), "bf16 autocast": (model, True), "fp32 compiled": (compiled, False)}
-
-    def step(net, bf16):
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = net(clips, stride, drop)
-        loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+    inputs = (clips, stride, drop)
+    variants = {"fp32 eager": (model, inputs, opt, False), "bf16 autocast": (model, inputs, opt, True),
+                "fp32 compiled": (torch.compile(model), inputs, opt, False)}
 
     print(f"tokenizer training step: batch {B} clips of {cfg['clip_frames'] + 1} x {cfg['image_size']}^2, "
           f"trainable {sum(p.numel() for p in params) / 1e6:.2f}M, {torch.get_num_threads()} threads")
-    med = time_interleaved(variants, step, args.warmup, args.repeats)
+    med = time_interleaved(variants, train_step, args.warmup, args.repeats)
     print(f"\n{'variant':<16}{'median s':>9}{'clips/s':>9}{'speedup':>9}")
     for name in variants:
         print(f"{name:<16}{med[name]:>9.3f}{B / med[name]:>9.1f}{med['fp32 eager'] / med[name]:>8.2f}x")
@@ -211,18 +213,12 @@ def bench_ar(args):
         tokens = torch.randn(B, 5, n_q, dim)
         S = text_len + 5 * (n_q + 1)
         fpt = model.flops_per_token(S)
-        variants = {"fp32 eager": (model, False)}
-        if backbone == "mini-gpt2" or torch.cuda.is_available():  # a CPU without bf16 arithmetic: minutes a step
-            variants.update({"bf16 autocast": (model, True), "fp32 compiled": (torch.compile(model), False)})
-
-        def step(net, bf16):
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                loss = net(text_ids, text_mask, tokens)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        med = time_interleaved(variants, step, args.warmup, args.repeats)
+        inputs = (text_ids, text_mask, tokens)
+        variants = {"fp32 eager": (model, inputs, opt, False)}
+        if backbone == "mini-gpt2":  # GPT-2 small under bf16 on a CPU without bf16 arithmetic: minutes a step
+            variants.update({"bf16 autocast": (model, inputs, opt, True),
+                             "fp32 compiled": (torch.compile(model), inputs, opt, False)})
+        med = time_interleaved(variants, train_step, args.warmup, args.repeats)
         label = f"{backbone} ({model.flop_params() / 1e6:.1f}M, S={S})"
         for name, dt in med.items():
             print(f"{label:<28}{name:<15}{1000 * dt:>8.0f}{B * S / dt:>9.0f}{100 * B * S * fpt / dt / peak:>7.1f}%")
