@@ -192,7 +192,7 @@ def bench_tokenizer(args):
 # -----------------------------------------------------------------------------
 # ar section
 
-def ar_model(backbone, n_q, token_dim, max_keyframes, text_len, k=16):
+def build_ar(backbone, n_q, token_dim, max_keyframes, text_len, k=16):
     from ar_model import ARConfig, ARModel
     torch.manual_seed(0)
     return ARModel(ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes,
@@ -206,7 +206,7 @@ def bench_ar(args):
           f"MFU against peak_flops={peak:.3g}")
     print(f"{'model':<28}{'variant':<15}{'ms/step':>8}{'tok/s':>9}{'MFU':>8}")
     for backbone, n_q, dim, text_len in (("mini-gpt2", 16, 64, 16), ("gpt2", 16, 64, 16)):
-        model = ar_model(backbone, n_q, dim, 5, text_len)
+        model = build_ar(backbone, n_q, dim, 5, text_len)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         text_ids, text_mask = model.tokenize(["a red circle moving right"] * B)
@@ -223,7 +223,7 @@ def bench_ar(args):
         for name, dt in med.items():
             print(f"{label:<28}{name:<15}{1000 * dt:>8.0f}{B * S / dt:>9.0f}{100 * B * S * fpt / dt / peak:>7.1f}%")
 
-    model = ar_model("mini-gpt2", 16, 64, 16, 16).eval()
+    model = build_ar("mini-gpt2", 16, 64, 16, 16).eval()
     prompts = ["a red circle moving right"] * args.gen_batch
     times, outs = {}, {}
     for use_cache in (True, False):
@@ -237,7 +237,7 @@ def bench_ar(args):
           f"{times[False] / times[True]:.1f}x; max |cached - recomputed| {(outs[True] - outs[False]).abs().max():.1e}")
 
     with torch.device("meta"):  # the paper's default: Llama-3.2-1B, 16 x 1024 deep tokens, 16 keyframes, text 80
-        llama = ar_model("llama-3.2-1b", 16, 1024, 16, 80)
+        llama = build_ar("llama-3.2-1b", 16, 1024, 16, 80)
     S, batch, gpus, mfu = 80 + 16 * 17, 256, 4, 0.4
     flops = batch * S * llama.flops_per_token(S)
     print(f"\nESTIMATE, not a measurement: Llama-3.2-1B ({llama.flop_params() / 1e9:.2f}B FLOP parameters), "

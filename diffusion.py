@@ -429,8 +429,8 @@ def ddim_sample(model, x, cond, uncond=None, *, alphas_cumprod, num_steps=50, et
         x_prev  = sqrt(a_prev) x0 + sqrt(1 - a_prev - sigma_t^2) eps + sigma_t z
     with z = torch.randn(x.shape, generator=generator) (a generator on x's device), drawn
     once per step (also on the last) when eta > 0. After the last step a_prev =
-    alphas_cumprod[0], as DynamiCrafter and diffusers' DDIMScheduler(set_alpha_to_one=False) do. With 1000 % num_steps == 0
-    this equals a loop over DDIMScheduler(clip_sample=False, set_alpha_to_one=False,
+    alphas_cumprod[0], as DynamiCrafter and diffusers' DDIMScheduler(set_alpha_to_one=False)
+    do. With 1000 % num_steps == 0 this equals a loop over DDIMScheduler(clip_sample=False, set_alpha_to_one=False,
     steps_offset=1, timestep_spacing=...); otherwise (e.g. 30 trailing steps) diffusers
     jumps to t - N // num_steps instead of the next visited timestep.
     Zero terminal SNR: a_t = 0 at t = N-1, which "trailing" visits. v-prediction handles
