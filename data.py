@@ -307,7 +307,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         if not self.rows:
             raise ValueError(f"manifest {manifest} has no rows in split {split!r} (val_fraction {val_fraction})")
         self.bad_paths = set()
-        self.cache = {} if cache else None  # decoded frames by path, for small data sets held in RAM
+        # decoded frames by path, for small data sets held in RAM; pass one dict to several datasets to share it
+        self.cache = cache if isinstance(cache, dict) else {} if cache else None
 
     def read(self, path, last_index=None):
         if self.cache is None:
@@ -315,6 +316,26 @@ class ManifestDataset(torch.utils.data.Dataset):
         if path not in self.cache:
             self.cache[path] = read_frames(path)
         return self.cache[path]
+
+    def preload(self, workers=4):
+        """Decode every file into the cache up front, `workers` files at a time (each decode is
+        mostly an ffmpeg subprocess, so threads overlap them). Unreadable files are left for
+        __getitem__ to log and skip. Returns the number of files decoded."""
+        if self.cache is None:
+            raise ValueError("preload needs a dataset built with cache=True (or a shared cache dict)")
+        todo = sorted({r["path"] for r in self.rows} - set(self.cache) - self.bad_paths)
+
+        def decode(path):
+            try:
+                return path, read_frames(path)
+            except Exception:  # logged when a sample asks for it
+                return path, None
+        with ThreadPoolExecutor(workers) as pool:
+            for path, frames in tqdm(pool.map(decode, todo), total=len(todo), desc=f"decoding {os.path.basename(self.manifest)}",
+                                     mininterval=2.0, disable=len(todo) < 64):
+                if frames is not None:
+                    self.cache[path] = frames
+        return len(todo)
 
     @property
     def num_skipped(self):

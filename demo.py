@@ -40,9 +40,9 @@ from PIL import Image, ImageDraw, ImageFont
 # settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU)
 NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
 CLIP_PRETRAIN_ITERS = 0  # random frozen E: see config/shapes.py
-TOKENIZER_ITERS = 1000  # 0.66 s/iter on this 2-core CPU (python bench.py --section=tokenizer)
-TOKENIZER_EVAL_INTERVAL = 500
-AR_ITERS = (400, 400, 800, 200)  # stages 1-4: images L2, images GMM, images + videos, moving videos
+TOKENIZER_ITERS = 900  # 0.66 s/iter on this 2-core CPU (python bench.py --section=tokenizer)
+TOKENIZER_EVAL_INTERVAL = 450
+AR_ITERS = (400, 800, 400, 200)  # stages 1-4: images L2, images + videos L2, images + videos GMM, moving videos GMM
 AR_EVAL_INTERVAL = 200
 KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
 NUM_KEYFRAMES = 5  # grid videos: 5 keyframes = 33 frames = 4 s

@@ -1,4 +1,6 @@
 # AR model, stage 3 of 4 (paper: image:video 1:1, GMM loss, 100k steps), from stage 2's weights.
+# Loss L2 -> GMM resizes the head: every component's mean starts as stage 2's L2 prediction, variances and
+# mixture logits start fresh (logged; see config/ar_shapes_stage2.py for why the GMM starts here).
 # $ python train_ar.py config/ar_shapes_stage3.py
 out_dir = "out/ar_shapes_stage3"
 init_from = "out/ar_shapes_stage2/ckpt.pt"

@@ -245,3 +245,27 @@ def test_train_val_split_is_disjoint_and_cached_reads_match(shapes_dir):
     assert torch.equal(val[0]["frames"], first) and len(val.cache) == 1
     with pytest.raises(ValueError, match="unknown split"):
         data.KeyframeDataset(manifest, 32, 8, 3, split="test")
+
+
+def test_preload_fills_one_shared_cache_and_leaves_bad_files_to_skip(shapes_dir, tmp_path, caplog):
+    manifest = os.path.join(shapes_dir, "videos.csv")
+    cache = {}
+    train = data.ClipDataset(manifest, 32, 8, 2, split="train", val_fraction=0.25, cache=cache)
+    val = data.KeyframeDataset(manifest, 32, 8, 3, split="val", val_fraction=0.25, cache=cache)
+    assert train.preload() == len(train) and len(cache) == len(train)
+    assert val.preload() == len(val) and len(cache) == 24 and val.preload() == 0
+    for row in val.rows:
+        assert np.array_equal(cache[row["path"]], data.read_frames(row["path"]))
+    with pytest.raises(ValueError, match="cache=True"):
+        data.ClipDataset(manifest, 32, 8, 2).preload()
+    good = rows_of(manifest)[0]
+    shutil.copy(os.path.join(shapes_dir, good["path"]), tmp_path / "good.mp4")
+    (tmp_path / "corrupt.mp4").write_bytes(b"\x00\x01 this is not a video" * 50)
+    bad_manifest = str(tmp_path / "m.csv")
+    data.write_manifest(bad_manifest, [{"path": "corrupt.mp4", "caption": "x"}, {"path": "good.mp4", "caption": "y"}],
+                        ["path", "caption"])
+    ds = data.ClipDataset(bad_manifest, 32, 8, 2, cache=True)
+    assert ds.preload() == 2 and list(ds.cache) == [str(tmp_path / "good.mp4")]
+    with caplog.at_level(logging.WARNING, logger="data"):
+        assert ds[0]["caption"] == "y"  # the corrupt file is logged and skipped when sampled
+    assert "corrupt.mp4" in caplog.text and ds.num_skipped == 1

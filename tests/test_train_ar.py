@@ -107,6 +107,13 @@ def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys)
     for key in a:
         if not key.startswith("out_proj.4."):
             assert torch.equal(a[key], b[key]), key
+    assert "GMM means from the L2 prediction" in log
+    bound = 0.1 / 64 ** 0.5  # a tenth of nn.Linear's init bound 1/sqrt(fan_in)
+    for name in ("weight", "bias"):  # every component's mean rows = the L2 rows, up to that tenth
+        means = b[f"out_proj.4.{name}"][:4 * 8].unflatten(0, (4, 8))  # (K, C, ...)
+        gap = (means - a[f"out_proj.4.{name}"]).abs()
+        assert 0 < gap.max() <= bound + 1e-7, name
+    assert (b["out_proj.4.weight"][4 * 8:].abs().max() > 2 * bound)  # variances and logits: a fresh init
     other = write_shards(str(tmp_path / "c6"), c=6)  # tokens with C=6 against a C=8 checkpoint
     with pytest.raises(ValueError, match=r"N_q=4, C=8.*N_q=4, C=6"):
         train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1), capsys)
@@ -129,8 +136,8 @@ def test_stage_configs():
     import train_ar
     defaults = {k: v for k, v in vars(train_ar).items() if not k.startswith("_")}
     stages = [apply_config(dict(defaults), [os.path.join(ROOT, f"config/ar_shapes_stage{i}.py")]) for i in range(1, 5)]
-    assert [s["loss"] for s in stages] == ["l2", "gmm", "gmm", "gmm"]
-    assert [s["image_video_ratio"] for s in stages] == [1.0, 1.0, 0.5, 0.0] and stages[3]["min_motion"] > 0
+    assert [s["loss"] for s in stages] == ["l2", "l2", "gmm", "gmm"]
+    assert [s["image_video_ratio"] for s in stages] == [1.0, 0.5, 0.5, 0.0] and stages[3]["min_motion"] > 0
     for prev, nxt in zip(stages, stages[1:]):
         assert nxt["init_from"] == prev["out_dir"] + "/ckpt.pt" and nxt["max_keyframes"] == prev["max_keyframes"]
     paper = apply_config(dict(defaults), [os.path.join(ROOT, "config/ar_paper_llama1b.py")])
