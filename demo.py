@@ -59,7 +59,9 @@ EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
 RECON_CLIPS = 32  # held-out clips for reconstruction PSNR / SSIM
 VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
 DECODER_CFG_SCALE = "2.0"  # measured on held-out reconstructions, see config/shapes.py (the paper's 7.5 over-guides)
-SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "1.0", "--ar_cfg_scale", "1.0", "--cfg_scale", DECODER_CFG_SCALE,
+# AR sampling: the most likely mixture component (temperature 0). On one checkpoint, 105 prompts, the analyser's
+# direction was 51% with temperature 1, 65% with AR CFG 3.0 and 70% with temperature 0 (color 98 / 100 / 95%).
+SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "0", "--ar_cfg_scale", "1.0", "--cfg_scale", DECODER_CFG_SCALE,
                 "--guidance_rescale", "0.7", "--eta", "1.0"]
 SEED = 0
 TOKENIZER_FLAGS = []  # extra --key=value flags for train_tokenizer.py
