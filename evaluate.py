@@ -305,9 +305,25 @@ def tokenizer_metrics(tokenizer, denoiser, cfg, clips, frame_stride=1, seed=0, *
     truth, made = data.to_uint8(clips[:, 1:-1]), data.to_uint8(recon[:, 1:-1])
     alpha = torch.linspace(0, 1, clips.shape[1])[1:-1].view(1, -1, 1, 1, 1)
     fade = data.to_uint8((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:])
+    seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
     return {"recon_psnr": psnr(made, truth), "recon_ssim": ssim(made, truth),
             "recon_psnr_crossfade": psnr(fade, truth), "recon_ssim_crossfade": ssim(fade, truth),
-            "recon_clips": len(clips)}
+            "recon_clips": len(clips)} | {f"recon_{k}": v for k, v in seen.items()}
+
+
+def recon_analysis(truth, made):
+    """The analyser on reconstructed clips against the true ones, uint8 (N, T, H, W, 3) each: the middle
+    frame's color right ('color', a fraction of clips), its centroid error in pixels ('centroid_err', over
+    clips where both show an object; NaN if none) and frames with exactly one object ('one_object')."""
+    mid, color, err, single = truth.shape[1] // 2, [], [], []
+    for true_clip, made_clip in zip(truth, made):
+        want, got = data.analyze_frame(true_clip[mid]), data.analyze_frame(made_clip[mid])
+        color.append(got["color"] == want["color"])
+        if got["centroid"] is not None and want["centroid"] is not None:
+            err.append(float(np.hypot(*np.subtract(got["centroid"], want["centroid"]))))
+        single += [data.analyze_frame(frame)["num_objects"] == 1 for frame in made_clip]
+    return {"color": float(np.mean(color)), "centroid_err": float(np.mean(err)) if err else float("nan"),
+            "one_object": float(np.mean(single))}
 
 
 # -----------------------------------------------------------------------------

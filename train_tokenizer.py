@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import diffusion
+from evaluate import recon_analysis
 import tokenizer as tok
 from configurator import configure
 
@@ -223,17 +224,8 @@ def reconstruction_metrics(clips, recon):
     alpha = torch.linspace(0, 1, T)[1:-1].view(1, -1, 1, 1, 1)
     out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:], mid),
            "psnr_repeat_head": psnr(clips[:, :1].expand_as(mid), mid), "psnr_black": psnr(-torch.ones_like(mid), mid)}
-    truth, made = data.to_uint8(clips), data.to_uint8(recon)
-    color, err, single = [], [], []
-    for b in range(len(clips)):
-        t_info, r_info = data.analyze_frame(truth[b, T // 2]), data.analyze_frame(made[b, T // 2])
-        color.append(r_info["color"] == t_info["color"])
-        if r_info["centroid"] is not None:
-            err.append(np.hypot(*np.subtract(r_info["centroid"], t_info["centroid"])))
-        single += [data.analyze_frame(f)["num_objects"] == 1 for f in made[b]]
-    out.update(color_acc=float(np.mean(color)), centroid_err=float(np.mean(err)) if err else float("nan"),
-               one_object=float(np.mean(single)))
-    return out
+    seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
+    return out | {"color_acc": seen["color"], "centroid_err": seen["centroid_err"], "one_object": seen["one_object"]}
 
 
 def write_side_by_side(path, clips, recon, scale=4):

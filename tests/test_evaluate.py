@@ -252,3 +252,18 @@ def test_tokenizer_metrics_on_a_perfect_and_a_blind_decoder(truth):
     assert good["recon_psnr"] == pytest.approx(good["recon_psnr_crossfade"], abs=0.2)  # the cross-fade, reproduced
     assert good["recon_ssim"] == pytest.approx(good["recon_ssim_crossfade"], abs=0.01)
     assert bad["recon_psnr"] < good["recon_psnr"] - 3 and bad["recon_ssim"] < good["recon_ssim"]
+
+
+def test_recon_analysis_reads_color_place_and_object_count(truth):
+    clips = np.stack([v[:9] for v in truth[0][:6]])  # (6, 9, 32, 32, 3) uint8
+    same = ev.recon_analysis(clips, clips)
+    assert same == {"color": 1.0, "centroid_err": 0.0, "one_object": 1.0}
+    shifted = np.zeros_like(clips)
+    shifted[:, :, 3:] = clips[:, :, :-3]  # everything 3 px lower
+    moved = ev.recon_analysis(clips, shifted)
+    assert moved["color"] == 1.0 and 2.0 < moved["centroid_err"] <= 3.01
+    black = ev.recon_analysis(clips, np.zeros_like(clips))
+    assert black["color"] == 0.0 and black["one_object"] == 0.0 and math.isnan(black["centroid_err"])
+    two = clips.copy()
+    two[:, 4, :3, :3] = 255  # a second object in the middle frame of every clip
+    assert ev.recon_analysis(clips, two)["one_object"] == pytest.approx(8 / 9)
