@@ -474,8 +474,8 @@ def main(argv=None):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     print(f"\n=== done in {total / 60:.1f} min: results in {out}/")
-    for k in ("recon_psnr", "recon_ssim", "shapes_color", "shapes_shape", "shapes_direction", "shapes_one_object",
-              "shapes_all", "clipsim", "fvd"):
+    for k in ("recon_psnr", "recon_ssim", "recon_color", "recon_centroid_err", "recon_one_object", "shapes_color",
+              "shapes_shape", "shapes_direction", "shapes_one_object", "shapes_all", "clipsim", "fvd"):
         if k in metrics:
             print(f"  {k:<18} {metrics[k]:.4f}")
 
