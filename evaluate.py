@@ -302,10 +302,11 @@ def tokenizer_metrics(tokenizer, denoiser, cfg, clips, frame_stride=1, seed=0, *
     recon = sample.decode_keyframes(denoiser, tokens, sample.uncond_tokens(tokenizer, cfg, dev), cfg,
                                     frame_stride=frame_stride, generator=torch.Generator(dev).manual_seed(seed),
                                     **decode_kw)
-    truth, made = data.to_uint8(clips[:, 1:-1]), data.to_uint8(recon[:, 1:-1])
+    true_clips, made_clips = data.to_uint8(clips), data.to_uint8(recon)  # (N, T, H, W, 3)
+    truth, made = true_clips[:, 1:-1], made_clips[:, 1:-1]  # the in-between frames
     alpha = torch.linspace(0, 1, clips.shape[1])[1:-1].view(1, -1, 1, 1, 1)
     fade = data.to_uint8((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:])
-    seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
+    seen = recon_analysis(true_clips, made_clips)
     return {"recon_psnr": psnr(made, truth), "recon_ssim": ssim(made, truth),
             "recon_psnr_crossfade": psnr(fade, truth), "recon_ssim_crossfade": ssim(fade, truth),
             "recon_clips": len(clips)} | {f"recon_{k}": v for k, v in seen.items()}

@@ -148,7 +148,7 @@ class Batches:
 
 def load_matching(model, state, source, source_loss=None):
     """Load a state dict into `model`, except a mismatched last layer of the output projection
-    (the head's size changes with loss / K, e.g. stage 1 L2 -> stage 2 GMM). Returns skipped keys.
+    (the head's size changes with loss / K, e.g. stage 2 L2 -> stage 3 GMM). Returns skipped keys.
 
     L2 -> GMM (source_loss "l2"): the L2 head's prediction becomes every component's mean
     (plus a tenth of the fresh init, to tell components apart); variances and mixture
