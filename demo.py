@@ -40,8 +40,8 @@ from PIL import Image, ImageDraw, ImageFont
 # settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU)
 NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
 CLIP_PRETRAIN_ITERS = 0  # random frozen E: see config/shapes.py
-TOKENIZER_ITERS = 900  # 0.66 s/iter on this 2-core CPU (python bench.py --section=tokenizer)
-TOKENIZER_EVAL_INTERVAL = 450
+TOKENIZER_ITERS = 1300  # batch 12, ~0.47 s/iter on this 2-core CPU (config/shapes.py says how it was chosen)
+TOKENIZER_EVAL_INTERVAL = 650
 AR_ITERS = (400, 800, 400, 200)  # stages 1-4: images L2, images + videos L2, images + videos GMM, moving videos GMM
 AR_EVAL_INTERVAL = 200
 KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
@@ -56,7 +56,7 @@ EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 stil
 EVAL_KEYFRAMES = 2  # the accuracy read-out needs the first clip only
 DDIM_STEPS = 50  # grid videos and reconstructions (the paper's 50)
 EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
-RECON_CLIPS = 32  # held-out clips for reconstruction PSNR / SSIM
+RECON_CLIPS = 64  # held-out clips for reconstruction PSNR / SSIM / analyser (one per held-out video: 57 of 1,000)
 VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
 DECODER_CFG_SCALE = "2.0"  # measured on held-out reconstructions, see config/shapes.py (the paper's 7.5 over-guides)
 # AR sampling: the most likely mixture component (temperature 0). On one checkpoint, 105 prompts, the analyser's

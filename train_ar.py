@@ -148,7 +148,8 @@ class Batches:
 
 def load_matching(model, state, source, source_loss=None):
     """Load a state dict into `model`, except a mismatched last layer of the output projection
-    (the head's size changes with loss / K, e.g. stage 2 L2 -> stage 3 GMM). Returns skipped keys.
+    (the head's size changes with loss / K, e.g. stage 2 L2 -> stage 3 GMM). Returns the skipped
+    keys and how their layer was initialised (for the log).
 
     L2 -> GMM (source_loss "l2"): the L2 head's prediction becomes every component's mean
     (plus a tenth of the fresh init, to tell components apart); variances and mixture
@@ -161,13 +162,14 @@ def load_matching(model, state, source, source_loss=None):
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     if set(missing) != set(skipped) or unexpected:
         raise ValueError(f"{source}: missing keys {sorted(set(missing) - set(skipped))}, unexpected keys {unexpected}")
-    if skipped and source_loss == "l2" and model.cfg.loss == "gmm":
-        K, C, layer = model.cfg.k, model.cfg.token_dim, model.out_proj[-1]
-        with torch.no_grad():
-            for name in ("weight", "bias"):  # rows [means K*C | raw variances K*C | logits K]
-                fresh = getattr(layer, name)[:K * C]
-                fresh.copy_(state[last + name].repeat(K, *[1] * (fresh.dim() - 1)) + 0.1 * fresh)
-    return skipped
+    if not (skipped and source_loss == "l2" and model.cfg.loss == "gmm"):
+        return skipped, "freshly initialised"
+    K, C, layer = model.cfg.k, model.cfg.token_dim, model.out_proj[-1]
+    with torch.no_grad():
+        for name in ("weight", "bias"):  # rows [means K*C | raw variances K*C | logits K]
+            fresh = getattr(layer, name)[:K * C]
+            fresh.copy_(state[last + name].repeat(K, *[1] * (fresh.dim() - 1)) + 0.1 * fresh)
+    return skipped, "GMM means from the L2 prediction"
 
 
 def get_lr(it):
@@ -233,13 +235,11 @@ def main(config):
         log(f"resuming from {source} at step {iter_num}")
     elif ckpt is not None:
         src_loss = ckpt["model_config"]["loss"]
-        skipped = load_matching(raw_model, ckpt["model"], source, src_loss)
+        skipped, head_init = load_matching(raw_model, ckpt["model"], source, src_loss)
         log(f"init_from {source}: backbone, text_len={cfg.text_len}, max_keyframes={cfg.max_keyframes} from there; "
             f"loaded {len(ckpt['model']) - len(skipped)} tensors" + (
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
-            f"{src_loss} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), " + (
-                "GMM means from the L2 prediction" if src_loss == "l2" and cfg.loss == "gmm" else "freshly initialised")
-            if skipped else ""))
+            f"{src_loss} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), {head_init}" if skipped else ""))
     raw_model.to(dev)
     n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "

@@ -335,16 +335,16 @@ if __name__ == "__main__":
     log = open(os.path.join(out_dir, "log.csv"), "a")
     t0, train_time, clips_seen = time.time(), 0.0, 0
     model.train()
+    start_iter = iter_num  # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
     while True:
-        if iter_num % eval_interval == 0 or iter_num == max_iters:
+        if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
             if master:
                 metrics = evaluate()
                 print(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 log.write(f"eval,{iter_num},{time.time() - t0:.1f}," + ",".join(f"{k}={v:.4f}" for k, v in metrics.items()) + "\n")
                 log.flush()
-                if iter_num > 0:
-                    save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
-                                    optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
+                save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
+                                optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
         if iter_num >= max_iters:
             break
         # every iteration reseeds from (seed, rank, iter): batches, strides, noise and drops replay exactly on resume

@@ -38,6 +38,9 @@ def test_resume_equals_straight_run(shapes_dir, tmp_path):
         for name, tensor in a[part].items():
             assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs after resume"
     assert os.path.isfile(os.path.join(straight, "recon_000004.gif"))
+    for out_dir in (straight, resumed):  # evals after steps only: none of the untrained model, none repeated on resume
+        with open(os.path.join(out_dir, "log.csv")) as f:
+            assert [int(line.split(",")[1]) for line in f if line.startswith("eval,")] == [2, 4]
     assert not any(name.endswith(".tmp") for name in os.listdir(straight))
 
 
