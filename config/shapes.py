@@ -32,7 +32,7 @@ cfg_scale = 2.0
 #   channels (32, 64, 128), batch 16,   900 steps: color 96.5%, centroid 1.31 px, one object 94.4%, 746 s
 #   channels (32, 48, 96),  batch 16, 1,000 steps: color 98.2%, centroid 1.27 px, one object 99.6%, ~730 s
 #   channels (24, 48, 96),  batch 16, 1,000 steps: color 96.5%, centroid 1.41 px, one object 74.9% (speckle)
-#   channels (32, 48, 96),  batch 12, 1,300 steps: color 98.2%, centroid 1.42 px, one object 98.6%
+#   channels (32, 48, 96),  batch 12, 1,300 steps: color 98.2%, centroid 1.42 px, one object 98.6%, 617 s
 # The deep levels give up a quarter of their width for 20% of the step time at no loss; the first level
 # (full 16 x 16 resolution) may not. Batch 12 costs 0.72x a batch-16 step and learned at least as fast per
 # clip seen (mid-run evals, 16 clips: batch 12 after 7,800 clips one object 99%, centroid 2.3 px; batch 16 with
