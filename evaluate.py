@@ -304,12 +304,18 @@ def tokenizer_metrics(tokenizer, denoiser, cfg, clips, frame_stride=1, seed=0, *
                                     **decode_kw)
     true_clips, made_clips = data.to_uint8(clips), data.to_uint8(recon)  # (N, T, H, W, 3)
     truth, made = true_clips[:, 1:-1], made_clips[:, 1:-1]  # the in-between frames
-    alpha = torch.linspace(0, 1, clips.shape[1])[1:-1].view(1, -1, 1, 1, 1)
-    fade = data.to_uint8((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:])
+    fade = data.to_uint8(crossfade(clips))
     seen = recon_analysis(true_clips, made_clips)
     return {"recon_psnr": psnr(made, truth), "recon_ssim": ssim(made, truth),
             "recon_psnr_crossfade": psnr(fade, truth), "recon_ssim_crossfade": ssim(fade, truth),
             "recon_clips": len(clips)} | {f"recon_{k}": v for k, v in seen.items()}
+
+
+def crossfade(clips):
+    """The baseline that sees the true head and rear frames: their linear blend at each in-between
+    frame. clips (N, T, 3, H, W) -> (N, T - 2, 3, H, W)."""
+    alpha = torch.linspace(0, 1, clips.shape[1])[1:-1].view(1, -1, 1, 1, 1)
+    return (1 - alpha) * clips[:, :1] + alpha * clips[:, -1:]
 
 
 def recon_analysis(truth, made):

@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import diffusion
-from evaluate import recon_analysis
+from evaluate import crossfade, recon_analysis
 import tokenizer as tok
 from configurator import configure
 
@@ -219,10 +219,8 @@ def reconstruction_metrics(clips, recon):
     def psnr(a, b):  # per clip, frames in [-1, 1] -> [0, 1]
         mse = ((a - b) / 2).square().flatten(1).mean(1)
         return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
-    T = clips.shape[1]
     mid = clips[:, 1:-1]
-    alpha = torch.linspace(0, 1, T)[1:-1].view(1, -1, 1, 1, 1)
-    out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr((1 - alpha) * clips[:, :1] + alpha * clips[:, -1:], mid),
+    out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr(crossfade(clips), mid),
            "psnr_repeat_head": psnr(clips[:, :1].expand_as(mid), mid), "psnr_black": psnr(-torch.ones_like(mid), mid)}
     seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
     return out | {"color_acc": seen["color"], "centroid_err": seen["centroid_err"], "one_object": seen["one_object"]}
