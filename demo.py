@@ -53,17 +53,13 @@ GRID_PROMPTS = [
     "a white square moving left", "a green triangle standing still", "a blue circle standing still",
 ]
 EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 still prompts
-EVAL_KEYFRAMES = 2  # the accuracy read-out needs the first clip only
+EVAL_KEYFRAMES = 5  # accuracy videos of 5 keyframes (33 frames): the analyser scores every clip, bounces included
+# Guidance and AR sampling settings come from the checkpoints (config/shapes.py, config/ar_shapes_stage4.py)
 DDIM_STEPS = 50  # grid videos and reconstructions (the paper's 50)
 EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
 RECON_CLIPS = 64  # held-out clips for reconstruction PSNR / SSIM / analyser (one per held-out video: 57 of 1,000)
 VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
-DECODER_CFG_SCALE = "2.0"  # measured on held-out reconstructions, see config/shapes.py (the paper's 7.5 over-guides)
-# AR sampling: the most likely mixture component (temperature 0). On one checkpoint, 105 prompts, the analyser's
-# direction was 51% with temperature 1, 65% with AR CFG 3.0 and 70% with temperature 0 (color 98 / 100 / 95%).
-SAMPLE_FLAGS = ["--var_scale", "0.01", "--temperature", "0", "--ar_cfg_scale", "1.0", "--cfg_scale", DECODER_CFG_SCALE,
-                "--guidance_rescale", "0.7", "--eta", "1.0"]
-SEED = 0
+DATA_SEED = 0  # the shapes set is the same for every run; --seed varies training and sampling
 TOKENIZER_FLAGS = []  # extra --key=value flags for train_tokenizer.py
 AR_FLAGS = []  # extra --key=value flags for every train_ar.py stage
 
@@ -75,7 +71,7 @@ SMOKE = dict(
     DDIM_STEPS=2, EVAL_DDIM_STEPS=2, RECON_CLIPS=2, VAL_FRACTION=0.25,
     TOKENIZER_FLAGS=["--clip_pretrain_batch=8", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
                      "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3",
-                     "--batch_size=4", "--eval_clips=2", "--ddim_steps=2", "--probe_frames=0", "--log_interval=1",
+                     "--batch_size=4", "--eval_clips=2", "--ddim_steps=2", "--probe_videos=0", "--log_interval=1",
                      "--warmup_iters=0"],
     AR_FLAGS=["--backbone=tiny-gpt2", "--batch_size=4", "--eval_iters=1", "--log_interval=1", "--warmup_iters=0",
               "--gmm_k=4", "--val_fraction=0.25"],  # (--backbone matters in stage 1; later stages inherit it)
@@ -89,8 +85,8 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 class Pipeline:
-    def __init__(self, out, work, settings):
-        self.out, self.s = out, settings
+    def __init__(self, out, work, settings, seed=0):
+        self.out, self.s, self.seed = out, settings, seed
         self.logs = os.path.join(out, "logs")
         full = work is None  # the README's places, which sample.py and evaluate.py default to
         w = lambda *p: os.path.join(work, *p)  # noqa: E731
@@ -133,7 +129,7 @@ class Pipeline:
                 and os.path.isfile(os.path.join(self.data, "images.csv")):
             return self.skip("data", f"{manifest} has {self.s['NUM_VIDEOS']} videos")
         self.run("data", ["data.py", "shapes", "--out", self.data, "--num_videos", str(self.s["NUM_VIDEOS"]),
-                          "--seed", str(SEED)])
+                          "--seed", str(DATA_SEED)])
 
     def train_tokenizer(self):
         ckpt = os.path.join(self.tokenizer, "ckpt.pt")
@@ -147,7 +143,7 @@ class Pipeline:
         cmd = ["train_tokenizer.py", "config/shapes.py", f"--data_dir={self.data}", f"--out_dir={self.tokenizer}",
                f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
                f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
-               f"--seed={SEED}"] + self.s["TOKENIZER_FLAGS"]
+               f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"]
         resume = fresh and it > 0
         self.run("tokenizer", cmd + (["--init_from=resume"] if resume else []), "a" if resume else "w")
 
@@ -179,12 +175,12 @@ class Pipeline:
             self.run(name, ["train_ar.py", f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}",
                             f"--out_dir={out_dir}", f"--init_from={init}", f"--max_iters={iters}",
                             f"--lr_decay_iters={iters}", f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}",
-                            f"--seed={SEED}"] + self.s["AR_FLAGS"], "a" if resume else "w")
+                            f"--seed={self.seed}"] + self.s["AR_FLAGS"], "a" if resume else "w")
 
     def sample(self):
         ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]
-        common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(SEED),
-                  "--keyframe_interval", str(KEYFRAME_INTERVAL)] + SAMPLE_FLAGS
+        common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(self.seed),
+                  "--keyframe_interval", str(KEYFRAME_INTERVAL)]
         eval_prompts = self.s["EVAL_PROMPTS"] or shapes_prompts()
         for name, prompts, k, steps, formats in (
                 ("samples", self.s["GRID_PROMPTS"], self.s["NUM_KEYFRAMES"], self.s["DDIM_STEPS"], "mp4,gif,npz"),
@@ -209,9 +205,8 @@ class Pipeline:
                 continue
             self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
                                                   "--out", self.out, "--tokenizer_ckpt", ckpts[0],
-                                                  "--ddim_steps", str(self.s["DDIM_STEPS"]), "--seed", str(SEED),
-                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL),
-                                                  "--cfg_scale", DECODER_CFG_SCALE])
+                                                  "--ddim_steps", str(self.s["DDIM_STEPS"]), "--seed", str(self.seed),
+                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL)])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")
@@ -223,8 +218,7 @@ class Pipeline:
                "--real_split", "val", "--val_fraction", str(self.s["VAL_FRACTION"]),
                "--tokenizer_ckpt", tok_ckpt, "--recon_manifest", os.path.join(self.data, "videos.csv"),
                "--recon_clips", str(self.s["RECON_CLIPS"]), "--ddim_steps", str(self.s["EVAL_DDIM_STEPS"]),
-               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(SEED), "--cfg_scale", DECODER_CFG_SCALE,
-               "--out", metrics]
+               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(self.seed), "--out", metrics]
         clip = os.path.join(self.tokenizer, "clip_pretrained.pt")  # CLIPSIM with the shapes stand-in CLIP
         if os.path.isfile(clip):
             cmd += ["--clip_model", checkpoint_config(tok_ckpt)["clip_model"], "--clip_pretrained", clip]
@@ -451,6 +445,7 @@ def main(argv=None):
     parser.add_argument("--work", default=None, help="data and checkpoints (default: the README's places; "
                                                      "with --smoke, <out>/work)")
     parser.add_argument("--i3d", default=None, help="an I3D TorchScript file: adds FVD to metrics.json")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every training and sampling stage (not the data)")
     args = parser.parse_args(argv)
     mine = lambda p: p and os.path.abspath(p)  # noqa: E731  (paths given here are relative to where you are)
     out = mine(args.out) or ("out/smoke" if args.smoke else "out/demo")  # defaults: relative to the repository
@@ -458,7 +453,7 @@ def main(argv=None):
     i3d = mine(args.i3d)
     os.chdir(ROOT)  # every stage runs from the repository root, as the README's commands
     settings = {k: globals()[k] for k in KNOBS} | (SMOKE if args.smoke else {})
-    pipe = Pipeline(out, work, settings)
+    pipe = Pipeline(out, work, settings, args.seed)
     t0 = time.time()
     pipe.make_data()
     pipe.train_tokenizer()

@@ -113,6 +113,10 @@ def feature_stats(features):
 TRIANGLE_MAX_FILL = 0.655  # median fill per video on ground truth: triangle 0.50-0.64, circle 0.67-0.84,
 SQUARE_MIN_FILL = 0.905  # square 0.97-1.0 (data.analyze_frame's fill = object px / bounding-box px)
 STILL_MAX_PX = 2.0  # objects move 0.75 px/frame: 6 px over an 8-frame keyframe interval
+SPEED_PX = 0.75  # data.generate_shapes' speed: px per frame of the source videos
+OBJECT_THRESHOLD = 96  # data.analyze_frame's: object pixels have a channel above it
+AREA_PER_R2 = {"circle": np.pi, "square": 1.7 ** 2, "triangle": 2.0}  # data.shape_mask's area / radius^2
+CENTROID_BELOW = {"circle": 0.0, "square": 0.0, "triangle": 1 / 3}  # centroid - centre in y, in radii (wide base)
 PROMPT_RE = re.compile(r"^an? (\w+) (\w+) (?:moving (\w+)|standing (still))$")
 
 
@@ -133,61 +137,144 @@ def parse_prompt(prompt):
     return {"color": m.group(1), "shape": m.group(2), "direction": direction} if direction in data.DIRECTIONS else None
 
 
+def line_direction(track, span, still_px=STILL_MAX_PX):
+    """A least-squares line through centroids [(t, (x, y))] -> (direction, (dx, dy) over `span` frames):
+    'still' below still_px, else the sign of the dominant axis (image y points down); (None, None) under 2 points."""
+    if len(track) < 2:
+        return None, None
+    t = np.array([p[0] for p in track], dtype=np.float64)
+    xy = np.array([p[1] for p in track], dtype=np.float64)  # (n, 2)
+    slope = ((t - t.mean())[:, None] * (xy - xy.mean(0))).sum(0) / np.square(t - t.mean()).sum()
+    dx, dy = (float(v) for v in slope * span)
+    if max(abs(dx), abs(dy)) < still_px:
+        return "still", (dx, dy)
+    if abs(dx) >= abs(dy):
+        return ("right" if dx > 0 else "left"), (dx, dy)
+    return ("down" if dy > 0 else "up"), (dx, dy)
+
+
 def analyze_video(frames, first_clip_frames=9, still_px=STILL_MAX_PX):
-    """uint8 frames (F, H, W, 3) -> {'color', 'shape', 'direction', 'one_object', 'fill', 'displacement'}.
+    """uint8 frames (F, H, W, 3) -> {'color', 'shape', 'fill', 'direction', 'displacement', 'one_object',
+    'one_object_video', 'objects', 'centroids', 'area'}.
 
     color: the majority of the frames' nearest palette colors; shape: from the median fill ratio;
     direction: a least-squares line through the object's centroid over the first clip (the first
-    `first_clip_frames` frames, one keyframe interval), its displacement over the clip: 'still'
-    below still_px, else the sign of the dominant axis (image y points down); one_object: every
-    frame holds exactly one object. Attributes are None when no object is seen.
+    `first_clip_frames` frames), its displacement over the clip (`line_direction`); one_object: the fraction
+    of frames holding exactly one object (one_object_video: all of them); objects, centroids: per frame
+    (centroid None where no object); area: object pixels in frame 0. Attributes are None when no object is seen.
     """
     infos = [data.analyze_frame(f) for f in frames]
     seen = [i for i in infos if i["num_objects"] > 0]
-    out = {"one_object": all(i["num_objects"] == 1 for i in infos), "color": None, "shape": None, "direction": None,
-           "fill": None, "displacement": None}
+    single = [i["num_objects"] == 1 for i in infos]
+    out = {"one_object": float(np.mean(single)) if infos else 0.0, "one_object_video": bool(infos) and all(single),
+           "objects": [i["num_objects"] for i in infos], "centroids": [i["centroid"] for i in infos],
+           "area": int((frames[0].max(axis=-1) > OBJECT_THRESHOLD).sum()) if len(frames) else 0,
+           "color": None, "shape": None, "direction": None, "fill": None, "displacement": None}
     if not seen:
         return out
     out["color"] = collections.Counter(i["color"] for i in seen).most_common(1)[0][0]
     fill = float(np.median([i["fill"] for i in seen]))
     out["fill"] = fill
     out["shape"] = "triangle" if fill < TRIANGLE_MAX_FILL else "square" if fill > SQUARE_MIN_FILL else "circle"
-    track = [(t, i["centroid"]) for t, i in enumerate(infos[:first_clip_frames]) if i["num_objects"] > 0]
-    if len(track) >= 2:
-        t = np.array([p[0] for p in track], dtype=np.float64)
-        xy = np.array([p[1] for p in track], dtype=np.float64)  # (n, 2)
-        slope = ((t - t.mean())[:, None] * (xy - xy.mean(0))).sum(0) / np.square(t - t.mean()).sum()
-        dx, dy = slope * (min(first_clip_frames, len(infos)) - 1)
-        out["displacement"] = (float(dx), float(dy))
-        if max(abs(dx), abs(dy)) < still_px:
-            out["direction"] = "still"
-        elif abs(dx) >= abs(dy):
-            out["direction"] = "right" if dx > 0 else "left"
-        else:
-            out["direction"] = "down" if dy > 0 else "up"
+    track = [(t, c) for t, c in enumerate(out["centroids"][:first_clip_frames]) if c is not None]
+    span = min(first_clip_frames, len(infos)) - 1
+    out["direction"], out["displacement"] = line_direction(track, span, still_px)
     return out
 
 
-def score_shapes(videos, prompts, first_clip_frames=9, still_px=STILL_MAX_PX):
-    """Per-attribute accuracy of videos against their shapes prompts.
+def clip_directions(centroids, clip_frames=8, still_px=STILL_MAX_PX):
+    """The direction of each whole clip (frames k clip_frames .. (k + 1) clip_frames) of a video from its
+    per-frame centroids (None where no object): a line through the centroids seen in it (`line_direction`)."""
+    out = []
+    for k in range((len(centroids) - 1) // clip_frames):
+        ts = range(k * clip_frames, (k + 1) * clip_frames + 1)
+        out.append(line_direction([(t, centroids[t]) for t in ts if centroids[t] is not None], clip_frames,
+                                  still_px)[0])
+    return out
 
-    Returns ({'color', 'shape', 'direction', 'one_object', 'all', 'videos', 'unparsed'}, per-video rows);
-    'all' = every attribute right. Prompts that are not shapes captions are skipped and counted."""
-    rows, unparsed = [], 0
+
+def bounce_track(start, direction, radius, size, num_frames, speed=SPEED_PX):
+    """Centres (num_frames, 2) of an object leaving `start` (x, y) in `direction` at `speed` px/frame and
+    reflecting off the walls as data.object_track does, and whether it reflected on the step after each frame
+    (num_frames,). size: (width, height)."""
+    lo, hi = radius + 0.5, np.asarray(size, dtype=np.float64) - radius - 0.5
+    pos = np.clip(np.asarray(start, dtype=np.float64), lo, hi)  # a misread start beyond a wall would bounce forever
+    vel = np.array(data.DIRECTIONS[direction], dtype=np.float64) * speed
+    track, bounced = np.empty((num_frames, 2)), np.zeros(num_frames, dtype=bool)
+    for i in range(num_frames):
+        track[i] = pos
+        pos = pos + vel
+        over, under = pos > hi, pos < lo
+        pos = np.where(over, 2 * hi - pos, np.where(under, 2 * lo - pos, pos))
+        vel = np.where(over | under, -vel, vel)
+        bounced[i] = (over | under).any()
+    return track, bounced
+
+
+def expected_directions(direction, got, size, num_frames, clip_frames=8, speed=SPEED_PX, still_px=STILL_MAX_PX):
+    """What each whole clip should show for a caption's direction, None where ambiguous. A still caption: 'still'
+    throughout. A moving one: the caption's direction in the first clip; later clips the direction
+    (`line_direction`) of the track `bounce_track` simulates from the object seen in frame 0 (`analyze_video`'s
+    `got`), None where it bounces inside the clip or frame 0 holds no object."""
+    num_clips = max((num_frames - 1) // clip_frames, 0)
+    if direction == "still":
+        return ["still"] * num_clips
+    # the first clip whatever the walls: ground truth starts in the first third of its range (data.object_track)
+    # and reaches no wall before its third clip; an object that turns at once never shows its caption's motion
+    out = [direction]
+    if got["shape"] is None or got["centroids"][0] is None:
+        return (out + [None] * num_clips)[:num_clips]
+    # the radius from the object's pixel area: ~50-100 px, so a few % off, where a bounding box is off by up to 1 px
+    radius = float(np.sqrt(got["area"] / AREA_PER_R2[got["shape"]]))
+    x, y = got["centroids"][0]
+    start = (x, y - CENTROID_BELOW[got["shape"]] * radius)  # walls hold back the shape's centre, not its centroid
+    track, bounced = bounce_track(start, direction, radius, size, num_frames, speed)
+    for k in range(1, num_clips):
+        ts = range(k * clip_frames, (k + 1) * clip_frames + 1)
+        if bounced[ts[0]:ts[-1]].any():  # reflected on a step inside the clip: either leg may dominate
+            out.append(None)
+        else:
+            out.append(line_direction([(t, track[t]) for t in ts], clip_frames, still_px)[0])
+    return out[:num_clips]
+
+
+def score_shapes(videos, prompts, clip_frames=8, still_px=STILL_MAX_PX, keyframe_interval=8):
+    """Per-attribute accuracy of videos (F, H, W, 3) against their shapes prompts, every frame read.
+
+    clip_frames: video frames between keyframes; keyframe_interval: source frames between keyframes (the
+    object moves SPEED_PX px per source frame). Per video: color, shape (`analyze_video`); one_object: the
+    fraction of frames with exactly one object, one_object_video: all of them; present: an object in every
+    keyframe; direction: every clip that `expected_directions` scores reads its expected direction, at least one
+    scored. Returns ({'color', 'shape', 'direction', 'direction_clips' (scored clips right, over all videos),
+    'one_object', 'one_object_video', 'present', 'all', 'videos', 'unparsed'}, per-video rows); 'all' = color,
+    shape, direction, one_object_video and present right. Prompts that are not shapes captions are skipped and
+    counted."""
+    rows, unparsed, clips_right = [], 0, []
+    speed = SPEED_PX * keyframe_interval / clip_frames  # px per video frame: a decoder's clip may stride frames
     for video, prompt in zip(videos, prompts):
         want = parse_prompt(prompt)
         if want is None:
             unparsed += 1
             continue
-        got = analyze_video(video, first_clip_frames, still_px)
-        row = {"prompt": prompt, **{f"got_{k}": got[k] for k in ("color", "shape", "direction")}}
-        for k in ("color", "shape", "direction"):
+        video = np.asarray(video)
+        got = analyze_video(video, clip_frames + 1, still_px)
+        seen = clip_directions(got["centroids"], clip_frames, still_px)
+        expected = expected_directions(want["direction"], got, (video.shape[2], video.shape[1]), len(video),
+                                       clip_frames, speed, still_px)
+        right = [s == e for s, e in zip(seen, expected) if e is not None]
+        clips_right += right
+        row = {"prompt": prompt, "got_color": got["color"], "got_shape": got["shape"], "got_directions": seen,
+               "want_directions": expected}
+        for k in ("color", "shape"):
             row[k] = got[k] == want[k]
-        row["one_object"] = got["one_object"]
-        row["all"] = all(row[k] for k in ("color", "shape", "direction", "one_object"))
+        row["direction"] = bool(right) and all(right)
+        row["one_object"], row["one_object_video"] = got["one_object"], got["one_object_video"]
+        row["present"] = len(video) > 0 and all(got["objects"][t] >= 1 for t in range(0, len(video), clip_frames))
+        row["all"] = all(row[k] for k in ("color", "shape", "direction", "one_object_video", "present"))
         rows.append(row)
-    keys = ("color", "shape", "direction", "one_object", "all")
+    keys = ("color", "shape", "direction", "one_object", "one_object_video", "present", "all")
     scores = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in keys}
+    scores["direction_clips"] = float(np.mean(clips_right)) if clips_right else float("nan")
     return scores | {"videos": len(rows), "unparsed": unparsed}, rows
 
 
@@ -321,16 +408,23 @@ def crossfade(clips):
 def recon_analysis(truth, made):
     """The analyser on reconstructed clips against the true ones, uint8 (N, T, H, W, 3) each: the middle
     frame's color right ('color', a fraction of clips), its centroid error in pixels ('centroid_err', over
-    clips where both show an object; NaN if none) and frames with exactly one object ('one_object')."""
-    mid, color, err, single = truth.shape[1] // 2, [], [], []
+    clips where both show an object; NaN if none), frames with exactly one object ('one_object'), the
+    clip's shape (median fill, `analyze_video`) right ('shape') and the direction of the in-between frames
+    alone (a line through their centroids) equal to the true clip's ('direction', stills included)."""
+    mid, color, err, single, shape, direction = truth.shape[1] // 2, [], [], [], [], []
     for true_clip, made_clip in zip(truth, made):
         want, got = data.analyze_frame(true_clip[mid]), data.analyze_frame(made_clip[mid])
         color.append(got["color"] == want["color"])
         if got["centroid"] is not None and want["centroid"] is not None:
             err.append(float(np.hypot(*np.subtract(got["centroid"], want["centroid"]))))
         single += [data.analyze_frame(frame)["num_objects"] == 1 for frame in made_clip]
+        shape.append(analyze_video(made_clip)["shape"] == analyze_video(true_clip)["shape"])
+        between = len(true_clip) - 2  # the frames the decoder invents: 1 .. T-2
+        direction.append(analyze_video(made_clip[1:-1], between)["direction"]
+                         == analyze_video(true_clip[1:-1], between)["direction"])
     return {"color": float(np.mean(color)), "centroid_err": float(np.mean(err)) if err else float("nan"),
-            "one_object": float(np.mean(single))}
+            "one_object": float(np.mean(single)), "shape": float(np.mean(shape)),
+            "direction": float(np.mean(direction))}
 
 
 # -----------------------------------------------------------------------------
@@ -368,16 +462,16 @@ def parse_args(argv=None):
     p.add_argument("--val_fraction", type=float, default=0.05, help="the split's held-out fraction")
     p.add_argument("--max_real", type=int, default=256)
     p.add_argument("--keyframe_interval", type=int, default=8,
-                   help="manifest videos: frames in the first clip - 1, for the direction read-out")
+                   help="manifest videos: frames between keyframes, the clips the direction read-out scores")
     p.add_argument("--still_px", type=float, default=STILL_MAX_PX)
     g = p.add_argument_group("tokenizer reconstruction")
     g.add_argument("--tokenizer_ckpt")
     g.add_argument("--recon_manifest", help="videos to take held-out clips from (the tokenizer's val split)")
     g.add_argument("--recon_clips", type=int, default=32)
     g.add_argument("--frame_stride", type=int, default=1)
-    g.add_argument("--ddim_steps", type=int, default=50)
-    g.add_argument("--cfg_scale", type=float, default=7.5)
-    g.add_argument("--guidance_rescale", type=float, default=0.7)
+    g.add_argument("--ddim_steps", type=int, default=None, help="default: the checkpoint's (paper: 50)")
+    g.add_argument("--cfg_scale", type=float, default=None, help="default: the checkpoint's (paper: 7.5)")
+    g.add_argument("--guidance_rescale", type=float, default=None, help="default: the checkpoint's (paper: 0.7)")
     g.add_argument("--decode_batch", type=int, default=32)
     g = p.add_argument_group("CLIPSIM / FVD")
     g.add_argument("--clip_model", help="open_clip model name or config/open_clip/ config, e.g. ViT-B-32")
@@ -398,6 +492,7 @@ def run(args):
         if not (args.tokenizer_ckpt and args.recon_manifest):
             raise ValueError("tokenizer reconstruction needs both --tokenizer_ckpt and --recon_manifest")
         tokenizer, denoiser, cfg = sample.load_tokenizer(args.tokenizer_ckpt, args.device)
+        print(sample.model_defaults(args, cfg))
         clips = held_out_clips(args.recon_manifest, cfg["image_size"], cfg["clip_frames"], args.frame_stride,
                                cfg["val_fraction"], args.recon_clips, args.seed)
         metrics |= tokenizer_metrics(tokenizer, denoiser, cfg, clips, args.frame_stride, args.seed,
@@ -406,15 +501,16 @@ def run(args):
     fake = real = None
     if args.samples:
         fake = load_videos(args.samples)
-        first_clip = fake[2]["clip_frames"] + 1 if "clip_frames" in fake[2] else args.keyframe_interval + 1
-        scores, rows = score_shapes(fake[0], fake[1], first_clip, args.still_px)
+        meta = fake[2]  # sample.py's frames.npz: clip_frames video frames per keyframe_interval source frames
+        interval = meta.get("keyframe_interval", args.keyframe_interval)
+        scores, rows = score_shapes(fake[0], fake[1], meta.get("clip_frames", interval), args.still_px, interval)
         metrics |= {f"shapes_{k}": v for k, v in scores.items()}
         if rows and args.out:  # what the analyser saw, per video
             with open(os.path.splitext(args.out)[0] + "_videos.json", "w") as f:
                 json.dump(rows, f, indent=1)
     if args.real:
         real = load_videos(args.real, args.max_real, args.real_split, args.val_fraction)
-        scores, _ = score_shapes(real[0], real[1], args.keyframe_interval + 1, args.still_px)
+        scores, _ = score_shapes(real[0], real[1], args.keyframe_interval, args.still_px, args.keyframe_interval)
         if scores["videos"]:  # the analyser on ground truth: its own ceiling (~1.0)
             metrics |= {f"real_shapes_{k}": v for k, v in scores.items()}
     if args.clip_model:

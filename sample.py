@@ -21,7 +21,9 @@ out_dir of config/shapes.py) and --ar_ckpt (train_ar.py; default out/shapes/ar/c
 `python demo.py` puts the last AR stage). Writes per prompt NNN_<prompt>.mp4 (H.264, yuv420p,
 frames upscaled with nearest-neighbour to >= --min_size px) and .gif, plus frames.npz (all
 videos as uint8 at their true size, for evaluate.py) and samples.csv (path,caption).
-Same flags and seed, same videos.
+Same flags and seed, same videos. Sampling settings left unset are the trained model's, stored in
+its checkpoint (`model_defaults`): the decoder's DDIM steps and guidance from the tokenizer's
+config, the AR model's temperature, variance scale and guidance from train_ar.py's sample_*.
 """
 import argparse
 import math
@@ -38,6 +40,12 @@ import diffusion
 DEFAULT_TOKENIZER_CKPT = "out/shapes/tokenizer/ckpt.pt"
 DEFAULT_AR_CKPT = "out/shapes/ar/ckpt.pt"
 FORMATS = ("mp4", "gif", "npz")
+# (flag, checkpoint config key, the paper's value for checkpoints without the key, how it is printed)
+DECODER_SETTINGS = (("ddim_steps", "ddim_steps", 50, "DDIM {:g} steps"), ("cfg_scale", "cfg_scale", 7.5, "CFG {:g}"),
+                    ("guidance_rescale", "guidance_rescale", 0.7, "rescale {:g}"))
+AR_SETTINGS = (("temperature", "sample_temperature", 1.0, "temperature {:g}"),
+               ("var_scale", "sample_var_scale", 0.01, "var_scale {:g}"),
+               ("ar_cfg_scale", "sample_cfg_scale", 1.0, "CFG {:g}"))
 
 
 class SampleError(Exception):
@@ -67,7 +75,7 @@ def load_tokenizer(path, device="cpu"):
 
 
 def load_ar(path, device="cpu"):
-    """ARModel of a train_ar.py checkpoint (eval mode), or SampleError."""
+    """(ARModel in eval mode, the run's config: {} if not saved) of a train_ar.py checkpoint, or SampleError."""
     from ar_model import ARModel
     if not os.path.isfile(path):
         raise SampleError(f"AR checkpoint {path} does not exist (train one: python train_ar.py "
@@ -79,7 +87,7 @@ def load_ar(path, device="cpu"):
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise SampleError(f"{path} is not a train_ar.py checkpoint (it has no 'model' and 'model_config')")
     try:
-        return ARModel.from_checkpoint(ckpt).to(device)
+        return ARModel.from_checkpoint(ckpt).to(device), ckpt.get("config", {})
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
         raise SampleError(f"cannot load AR checkpoint {path}: {str(e).splitlines()[0]}") from None
 
@@ -105,6 +113,25 @@ def check_num_keyframes(ar, n, keyframe_interval=8, ar_path="the AR model"):
             f"{need} ...), python tokenizer.py encode ... --max_keyframes {n}, and every train_ar.py stage with "
             f"--max_keyframes={n} and a backbone of >= text_len + {n} x (1 + N_q) = "
             f"{ar.cfg.text_len + n * (1 + ar.cfg.n_q)} positions")
+
+
+def model_defaults(args, tokenizer_cfg, ar_config=None):
+    """Fill the sampling flags left at None (argparse namespace, in place) with the trained model's settings:
+    the decoder's (ddim_steps, cfg_scale, guidance_rescale) from the tokenizer checkpoint's config, the AR
+    model's (temperature, var_scale, ar_cfg_scale) from the AR checkpoint's sample_*; the paper's values
+    where a config lacks the key. Returns one line saying what is used and where it came from."""
+    parts = []
+    for name, config, settings in (("decoder", tokenizer_cfg, DECODER_SETTINGS), ("AR", ar_config, AR_SETTINGS)):
+        if config is None:
+            continue
+        used = []
+        for flag, key, paper, label in settings:
+            source = "flag" if getattr(args, flag) is not None else "checkpoint" if key in config else "paper"
+            if source != "flag":
+                setattr(args, flag, config.get(key, paper))
+            used.append(f"{label.format(getattr(args, flag))} ({source})")
+        parts.append(f"{name}: {', '.join(used)}")
+    return "; ".join(parts)
 
 
 def read_prompts(prompts=(), prompts_file=None):
@@ -353,14 +380,17 @@ def parse_args(argv=None):
     p.add_argument("--ar_ckpt", default=DEFAULT_AR_CKPT, help="train_ar.py checkpoint")
     p.add_argument("--seed", type=int, default=0)
     g = p.add_argument_group("AR model")
-    g.add_argument("--var_scale", type=float, default=0.01, help="GMM variance scale (paper's release: 0.01)")
-    g.add_argument("--temperature", type=float, default=1.0, help="mixture-component temperature (0 = argmax)")
-    g.add_argument("--ar_cfg_scale", type=float, default=1.0, help="AR classifier-free guidance (1 = off)")
+    g.add_argument("--var_scale", type=float, default=None,
+                   help="GMM variance scale (default: the checkpoint's; paper's release: 0.01)")
+    g.add_argument("--temperature", type=float, default=None,
+                   help="mixture-component temperature, 0 = argmax (default: the checkpoint's)")
+    g.add_argument("--ar_cfg_scale", type=float, default=None,
+                   help="AR classifier-free guidance, 1 = off (default: the checkpoint's)")
     g.add_argument("--ar_batch", type=int, default=64, help="prompts per AR generate call")
     g = p.add_argument_group("diffusion decoder")
-    g.add_argument("--cfg_scale", type=float, default=7.5)
-    g.add_argument("--guidance_rescale", type=float, default=0.7)
-    g.add_argument("--ddim_steps", type=int, default=50)
+    g.add_argument("--cfg_scale", type=float, default=None, help="default: the checkpoint's (paper: 7.5)")
+    g.add_argument("--guidance_rescale", type=float, default=None, help="default: the checkpoint's (paper: 0.7)")
+    g.add_argument("--ddim_steps", type=int, default=None, help="default: the checkpoint's (paper: 50)")
     g.add_argument("--eta", type=float, default=1.0)
     g.add_argument("--timestep_spacing", default="leading", choices=["leading", "trailing"])
     g.add_argument("--keyframe_interval", type=int, default=8,
@@ -380,6 +410,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+def decode_kwargs(args):
+    """decode_keyframes' settings from the flags, once model_defaults has filled in the checkpoint's."""
+    return dict(num_steps=args.ddim_steps, eta=args.eta, cfg_scale=args.cfg_scale,
+                guidance_rescale=args.guidance_rescale, timestep_spacing=args.timestep_spacing,
+                batch_size=args.decode_batch)
+
+
 def run(args):
     formats = tuple(f for f in args.formats.split(",") if f)
     if set(formats) - set(FORMATS):
@@ -387,9 +424,6 @@ def run(args):
                           f"choose from {','.join(FORMATS)}")
     if args.keyframe_interval < 1:
         raise SampleError(f"--keyframe_interval must be >= 1, got {args.keyframe_interval}")
-    decode_kw = dict(num_steps=args.ddim_steps, eta=args.eta, cfg_scale=args.cfg_scale,
-                     guidance_rescale=args.guidance_rescale, timestep_spacing=args.timestep_spacing,
-                     batch_size=args.decode_batch)
     if args.reconstruct:
         if not os.path.isfile(args.reconstruct):
             raise SampleError(f"video {args.reconstruct} does not exist")
@@ -399,9 +433,10 @@ def run(args):
             raise SampleError(f"cannot read video {args.reconstruct}: {str(e).strip().splitlines()[0]}") from None
         tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
         stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
+        print(model_defaults(args, cfg))
         original, recon = reconstruct_video(tokenizer, denoiser, cfg, frames, keyframe_interval=args.keyframe_interval,
                                             frame_stride=stride, zero_tokens=args.zero_tokens,
-                                            num_keyframes=args.num_keyframes, seed=args.seed, **decode_kw)
+                                            num_keyframes=args.num_keyframes, seed=args.seed, **decode_kwargs(args))
         mse = np.mean((original.astype(np.float64) - recon) ** 2)
         name = os.path.splitext(os.path.basename(args.reconstruct))[0] + "_recon"
         name += f"_zero{args.zero_tokens}" if args.zero_tokens else ""
@@ -414,15 +449,16 @@ def run(args):
     prompts = read_prompts(args.prompt, args.prompts_file)
     if not prompts:
         raise SampleError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE, or --reconstruct VIDEO")
-    ar = load_ar(args.ar_ckpt, args.device)
+    ar, ar_config = load_ar(args.ar_ckpt, args.device)
     num_keyframes = args.num_keyframes or ar.cfg.max_keyframes
     check_num_keyframes(ar, num_keyframes, args.keyframe_interval, f"AR model {args.ar_ckpt}")
     tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
     check_compatible(ar, cfg, args.ar_ckpt, args.tokenizer_ckpt)
     stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
+    print(model_defaults(args, cfg, ar_config))
     videos = generate_videos(ar, tokenizer, denoiser, cfg, prompts, num_keyframes, seed=args.seed,
                              var_scale=args.var_scale, temperature=args.temperature, ar_cfg_scale=args.ar_cfg_scale,
-                             keyframe_interval=args.keyframe_interval, frame_stride=stride, **decode_kw)
+                             keyframe_interval=args.keyframe_interval, frame_stride=stride, **decode_kwargs(args))
     fps = args.fps or args.source_fps / stride
     write_samples(args.out, prompts, videos, fps, formats, args.min_size, clip_frames=cfg["clip_frames"],
                   frame_stride=stride, keyframe_interval=args.keyframe_interval, num_keyframes=num_keyframes)

@@ -14,7 +14,7 @@ from the previous stage's checkpoint (init_from=<path>).
 Checkpoint out_dir/ckpt.pt (written atomically; torch.load(..., weights_only=True) reads it):
     model         state dict of ar_model.ARModel
     model_config  ARConfig as a dict: ARModel.from_checkpoint(path) rebuilds the model from it
-    optimizer, iter_num, val_loss, config (this run's settings),
+    optimizer, iter_num, val_loss, config (this run's settings, sample_* included: sample.py's defaults),
     rng           per-rank RNG states (torch, cuda, batch sampler) for exact resume
 init_from="resume" continues from it exactly (same batches, same drops, same updates).
 """
@@ -58,6 +58,10 @@ loss = "gmm"  # "gmm" | "gaussian" | "l2" (paper Table 4)
 gmm_k = 16
 text_drop_prob = 0.1
 visual_drop_prob = 0.05
+# sampling defaults, stored in the checkpoint's config for sample.py (its flags override); the paper's release values
+sample_temperature = 1.0  # mixture-component temperature (0 = the most likely component)
+sample_var_scale = 0.01  # GMM variance scale
+sample_cfg_scale = 1.0  # AR classifier-free guidance (1 = off)
 # optimizer: AdamW (fused kernel on CUDA and CPU), warm-up + cosine (paper: lr 1e-4, betas (0.9, 0.98), eps 1e-6, wd 0.05)
 batch_size = 16  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)

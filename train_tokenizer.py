@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import diffusion
-from evaluate import crossfade, recon_analysis
+from evaluate import crossfade, parse_prompt, recon_analysis
 import tokenizer as tok
 from configurator import configure
 
@@ -37,7 +37,8 @@ init_from = "scratch"  # "scratch" or "resume" (from out_dir/ckpt.pt)
 eval_interval = 250
 log_interval = 25
 eval_clips = 16  # held-out clips reconstructed at each eval
-probe_frames = 1500  # frames for the linear probe of the deep tokens (0 = no probe)
+probe_videos = 400  # training videos whose keyframes the linear probes of the deep tokens read (0 = no probe)
+probe_keyframes = 5  # keyframes per probe video, clip_frames apart
 # encoder E (open_clip)
 clip_model = "nanodicode-tiny"  # an open_clip model name, or a config in config/open_clip/
 clip_pretrained = ""  # open_clip tag or local weights file; "" = stand-in pre-training below
@@ -54,6 +55,7 @@ q_heads = 4
 denoiser = "unet"  # the compact VideoUNet of diffusion.py, pixel space
 unet_channels = (32, 64, 128)
 map_channels = 8
+frame_maps = False  # also a token map per frame, drawn from all 2 N_q tokens (VideoUNet)
 pretrained_dir = ""  # denoiser "unet3d": local diffusers directory with unet/ and vae/ (zeroscope / ModelScope-T2V layout)
 # clips
 image_size = 32
@@ -66,7 +68,7 @@ prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
 keyframe_loss_weight = 0.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (config/shapes.py)
-ddim_steps = 20  # eval reconstructions (sample.py uses the paper's 50)
+ddim_steps = 20  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
 cfg_scale = 7.5
 guidance_rescale = 0.7
 eval_stride = 1
@@ -134,9 +136,23 @@ def get_batch(dataset, n):
     return clips, torch.tensor([it["frame_stride"] for it in items], device=device)
 
 
+def where(frame):
+    """Where the object of a shapes frame (3, H, W) lies, in words: 'at the top left', ..., 'in the middle'."""
+    info = data.analyze_frame(data.to_uint8(frame))
+    if info["centroid"] is None:
+        return ""
+    size = frame.shape[-1]
+    row, col = (min(int(3 * c / size), 2) for c in reversed(info["centroid"]))
+    words = " ".join(w for w in (("top", "", "bottom")[row], ("left", "", "right")[col]) if w)
+    return f"at the {words}" if words else "in the middle"
+
+
 def pretrain_clip(out_path):
     """Stand-in for CLIP's web-scale pre-training: a short contrastive run of the tiny
-    open_clip model on the image-text set, saved as an open_clip weights file."""
+    open_clip model on the image-text set, saved as an open_clip weights file. Captions
+    also say where the object is ('a red circle at the top left'), as web captions often
+    do: with its position in the text, the encoder's tokens carry it too, and Q learns
+    position from them (without: deep-token centroid probe 4.7 px at step 650, NOTES.md)."""
     import open_clip
     model = tok.create_clip(clip_model).to(device).train()
     tokenize = open_clip.get_tokenizer("ViT-B-32", context_length=model.context_length)  # bundled BPE, offline
@@ -144,10 +160,11 @@ def pretrain_clip(out_path):
     encoder = tok.FrameEncoder(model, trainable=True).to(device)  # same resize + normalisation as at encode time
     loss_fn = open_clip.loss.ClipLoss()
     opt = torch.optim.AdamW(model.parameters(), lr=clip_pretrain_lr, weight_decay=0.1)
+    captions = [f"{images[i]['caption']} {where(images[i]['frames'][0])}".strip() for i in range(len(images))]
     for it in range(clip_pretrain_iters):
-        items = [images[i] for i in torch.randint(len(images), (clip_pretrain_batch,)).tolist()]
-        x = encoder.preprocess(torch.cat([item["frames"] for item in items]).to(device))
-        text = tokenize([item["caption"] for item in items]).to(device)
+        batch = torch.randint(len(images), (clip_pretrain_batch,)).tolist()
+        x = encoder.preprocess(torch.cat([images[i]["frames"] for i in batch]).to(device))
+        text = tokenize([captions[i] for i in batch]).to(device)
         image_features = nn.functional.normalize(model.encode_image(x), dim=-1)
         text_features = nn.functional.normalize(model.encode_text(text), dim=-1)
         loss = loss_fn(image_features, text_features, model.logit_scale.exp())
@@ -155,48 +172,71 @@ def pretrain_clip(out_path):
         loss.backward()
         opt.step()
         if it % log_interval == 0 or it == clip_pretrain_iters - 1:
-            captions = np.array([item["caption"] for item in items])  # a hit: the best text has the same caption
-            hits = captions[(image_features @ text_features.T).argmax(1).cpu().numpy()] == captions
+            said = np.array([captions[i] for i in batch])  # a hit: the best text has the same caption
+            hits = said[(image_features @ text_features.T).argmax(1).cpu().numpy()] == said
             print(f"clip pre-train {it}: loss {loss.item():.3f}, image->text caption retrieval {hits.mean():.2f}")
     tmp = out_path + ".tmp"
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, out_path)
 
 
-def ridge_probe(features, labels, classify):
-    """Linear probe with a ridge penalty fit on 60% of the samples, picked on 20%, scored on the last 20%.
-
-    features (N, F), labels (N,) class ids or (N, 2) centroids. Returns accuracy or mean
-    Euclidean error in pixels.
-    """
+def ridge_probe(features, targets):
+    """Linear probe with a ridge penalty fit on the first 60% of the samples, its penalty picked on the next
+    20% (least squared error), predicting the last 20%: features (N, F), targets (N, D) ->
+    (predictions, targets) of the last 20%. Samples in video order keep the parts mostly apart by video."""
     n = len(features)
-    parts = [slice(0, 3 * n // 5), slice(3 * n // 5, 4 * n // 5), slice(4 * n // 5, n)]  # fit / pick / score
-    f = features - features[parts[0]].mean(0)
-    f = f / f[parts[0]].std()  # one global scale: per-feature scaling blows up features that are rarely on
+    fit, pick, score = slice(0, 3 * n // 5), slice(3 * n // 5, 4 * n // 5), slice(4 * n // 5, n)
+    f = features - features[fit].mean(0)
+    f = f / f[fit].std()  # one global scale: per-feature scaling blows up features that are rarely on
     f = torch.cat([f, torch.ones(n, 1)], 1).double()
-    y = nn.functional.one_hot(labels, 7).double() if classify else labels.double()
-    score = (lambda p, t: (p.argmax(1) == t.argmax(1)).double().mean()) if classify else \
-        (lambda p, t: (p - t).norm(dim=1).mean())
+    y = targets.double()
+    a = f[fit]
     best = None
     for lam in (1e-2, 1e-1, 1, 10, 100, 1000):
-        a, yy = f[parts[0]], y[parts[0]]
-        w = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ yy)
-        val = score(f[parts[1]] @ w, y[parts[1]]).item()
-        if best is None or (val > best[0] if classify else val < best[0]):
-            best = (val, w)
-    return score(f[parts[2]] @ best[1], y[parts[2]]).item()
+        w = torch.linalg.solve(a.T @ a + lam * torch.eye(a.shape[1], dtype=a.dtype), a.T @ y[fit])
+        err = (f[pick] @ w - y[pick]).square().sum().item()
+        if best is None or err < best[0]:
+            best = (err, w)
+    return f[score] @ best[1], y[score]
+
+
+def direction_of(displacement, still_px=2.0):
+    """(N, 2) displacements in pixels -> class ids 0..4: still (below still_px), left, right, up, down."""
+    dx, dy = displacement.unbind(1)
+    horizontal = dx.abs() >= dy.abs()
+    moving = torch.where(horizontal, torch.where(dx < 0, 1, 2), torch.where(dy < 0, 3, 4))
+    return torch.where(displacement.abs().amax(1) < still_px, 0, moving)
 
 
 @torch.no_grad()
-def probe_deep_tokens(tokenizer, frames):
-    """Linear probes of deep tokens (held-out frames (N, 3, H, W)) for color and centroid."""
+def probe_deep_tokens(tokenizer, keyframes, captions):
+    """What a linear read-out finds in the deep tokens of N videos' consecutive keyframes (N, K, 3, H, W):
+    color and shape (from the captions), centroid (px error) per keyframe, and the motion between two
+    keyframes (displacement error in px, and its direction) from the pair's tokens."""
+    N, K = keyframes.shape[:2]
+    frames = keyframes.flatten(0, 1)
+    tokens = torch.cat([tokenizer.encode(frames[i:i + 256].to(device)).flatten(1).float().cpu()
+                        for i in range(0, len(frames), 256)]).view(N, K, -1)  # (N, K, N_q * C)
     infos = [data.analyze_frame(f) for f in data.to_uint8(frames)]
-    keep = [i for i, info in enumerate(infos) if info["num_objects"] == 1]
-    tokens = torch.cat([tokenizer.encode(frames[keep][i:i + 256].to(device)).flatten(1).float().cpu()
-                        for i in range(0, len(keep), 256)])
-    colors = torch.tensor([list(data.COLORS).index(infos[i]["color"]) for i in keep])
-    centroids = torch.tensor([infos[i]["centroid"] for i in keep])
-    return ridge_probe(tokens, colors, True), ridge_probe(tokens, centroids, False)
+    centroid = torch.tensor([i["centroid"] if i["num_objects"] == 1 else (float("nan"),) * 2 for i in infos]).view(N, K, 2)
+    parsed = [parse_prompt(c) for c in captions]
+    color = torch.tensor([list(data.COLORS).index(p["color"]) for p in parsed]).repeat_interleave(K)
+    shape = torch.tensor([data.SHAPES.index(p["shape"]) for p in parsed]).repeat_interleave(K)
+    seen = ~centroid.flatten(0, 1).isnan().any(1)  # keyframes showing exactly one object
+    flat = tokens.flatten(0, 1)[seen]
+    accuracy = lambda pred, y: (pred.argmax(1) == y.argmax(1)).double().mean().item()
+    out = {"probe_color": accuracy(*ridge_probe(flat, F.one_hot(color[seen], len(data.COLORS)))),
+           "probe_shape": accuracy(*ridge_probe(flat, F.one_hot(shape[seen], len(data.SHAPES))))}
+    pred, y = ridge_probe(flat, centroid.flatten(0, 1)[seen])
+    out["probe_centroid"] = (pred - y).norm(dim=1).mean().item()
+    if K > 1:
+        pairs = torch.cat([tokens[:, :-1], tokens[:, 1:]], 2).flatten(0, 1)  # (N (K-1), 2 N_q C): head, rear
+        motion = (centroid[:, 1:] - centroid[:, :-1]).flatten(0, 1)  # (N (K-1), 2)
+        both = ~motion.isnan().any(1)
+        pred, y = ridge_probe(pairs[both], motion[both])
+        out["probe_motion"] = (pred - y).norm(dim=1).mean().item()
+        out["probe_direction"] = (direction_of(pred) == direction_of(y)).double().mean().item()
+    return out
 
 
 @torch.no_grad()
@@ -223,7 +263,8 @@ def reconstruction_metrics(clips, recon):
     out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr(crossfade(clips), mid),
            "psnr_repeat_head": psnr(clips[:, :1].expand_as(mid), mid), "psnr_black": psnr(-torch.ones_like(mid), mid)}
     seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
-    return out | {"color_acc": seen["color"], "centroid_err": seen["centroid_err"], "one_object": seen["one_object"]}
+    return out | {"color_acc": seen["color"], "centroid_err": seen["centroid_err"], "one_object": seen["one_object"],
+                  "shape_acc": seen["shape"], "direction_acc": seen["direction"]}
 
 
 def write_side_by_side(path, clips, recon, scale=4):
@@ -313,8 +354,8 @@ if __name__ == "__main__":
     torch.manual_seed(seed)  # the same held-out clips at every eval and in every run
     val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
     val_stride = torch.full((eval_clips,), eval_stride, device=device)
-    probe_set = data.KeyframeDataset(manifest, image_size, 1, clip_frames + 1, split="train", val_fraction=val_fraction,
-                                     cache=frames_cache) if probe_frames else None
+    probe_set = data.KeyframeDataset(manifest, image_size, clip_frames, probe_keyframes, split="train",
+                                     val_fraction=val_fraction, cache=frames_cache) if probe_videos else None
 
     def evaluate():
         model.eval()
@@ -324,9 +365,11 @@ if __name__ == "__main__":
         metrics = reconstruction_metrics(val_clips, recon.cpu())
         write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon.cpu())
         if probe_set is not None:
-            g = torch.Generator().manual_seed(seed)
-            frames = torch.cat([probe_set[i]["frames"] for i in torch.randint(len(probe_set), (probe_frames // (clip_frames + 1) + 1,), generator=g).tolist()])
-            metrics["probe_color"], metrics["probe_centroid"] = probe_deep_tokens(tokenizer, frames[:probe_frames])
+            items = [probe_set[i] for i in range(min(probe_videos, len(probe_set)))]
+            items = [it for it in items if len(it["frames"]) == probe_keyframes  # long enough, shapes captions
+                     and parse_prompt(it["caption"])]
+            metrics |= probe_deep_tokens(tokenizer, torch.stack([it["frames"] for it in items]),
+                                         [it["caption"] for it in items])
         model.train()
         return metrics
 

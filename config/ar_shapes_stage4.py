@@ -21,3 +21,6 @@ warmup_iters = 20
 eval_interval = 250
 eval_iters = 10
 log_interval = 50
+# Sampling: the most likely mixture component. On one checkpoint, 105 prompts, the analyser read the decoded
+# direction right in 51% with temperature 1, 65% with AR CFG 3.0 and 70% with temperature 0 (color 98 / 100 / 95%).
+sample_temperature = 0.0

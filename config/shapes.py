@@ -25,7 +25,9 @@ learning_rate = 2e-3
 # Decoder guidance for this small, briefly trained decoder: on 32 held-out clips (DDIM 25 steps, eta 1) CFG 7.5 (the
 # paper's) gave PSNR 15.3 dB, one object in 58% of frames; 4.5: 17.2 dB, 94%; 3.0: 18.3 dB, 98%; 2.0: 19.1 dB, 98%
 # (color 97%, centroid 1.1 px). Large scales amplify the decoder's errors into background speckle. eta 0 was worse.
+# Stored in the checkpoint: sample.py's and evaluate.py's default, as are guidance_rescale and ddim_steps.
 cfg_scale = 2.0
+ddim_steps = 25  # the steps these measurements used
 # Issue 4's budget is 12 CPU minutes, all included: decoding the mp4s (~35 s, up front on 4 threads:
 # data.ManifestDataset.preload), the steps, the evaluations. Measured on 57 held-out clips (every held-out video),
 # DDIM 25, CFG 2.0, whole train_tokenizer.py run on this 2-core CPU (mid-run eval included):

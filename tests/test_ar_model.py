@@ -150,27 +150,45 @@ def test_paper_sized_backbones_on_meta(name, quoted, tol):
     assert n_extra == n_proj + 2 * width + (16 + 16) * width  # + BOV, MASK, frame and token-in-frame embeddings
 
 
-def test_overfit_and_reproduce_training_tokens():
-    """A handful of sequences (4 prompts, each seen 4 times with N(0, 0.1^2) noise on its N(0, 1) tokens):
-    the GMM NLL falls by > 1.5 nats per channel, and greedy decoding (argmax component, var_scale 0)
-    reproduces each prompt's tokens with MSE < 0.02 (twice the noise variance).
+def overfit_ar(seed, steps=300):
+    """A handful of sequences (4 prompts, each seen 4 times with N(0, 0.1^2) noise on its N(0, 1) tokens), trained
+    `steps` steps: returns (first loss, last loss, MSE of greedy decoding against the clean tokens).
     Without the noise the variances collapse to the 1e-5 floor, the 1/var-scaled mean gradients
     swamp the mixture logits, and the argmax component stays wrong at some positions for 1000s of steps."""
-    m = tiny(text_drop_prob=0.0, visual_drop_prob=0.0, max_keyframes=2).train()
+    m = tiny(seed=seed, text_drop_prob=0.0, visual_drop_prob=0.0, max_keyframes=2).train()
     prompts = ["a red circle moving left", "a blue square moving up", "a green triangle", "a white circle"]
-    g = torch.Generator().manual_seed(4)
+    g = torch.Generator().manual_seed(4 + seed)
     clean = torch.randn(4, 2, 4, 8, generator=g)  # (prompts, keyframes, N_q, C)
     tokens = clean.repeat(4, 1, 1, 1) + 0.1 * torch.randn(16, 2, 4, 8, generator=g)
     ids, mask = m.tokenize(prompts * 4)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0, fused=True)
     losses = []
-    for _ in range(300):
+    for _ in range(steps):
         loss = m(ids, mask, tokens)
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         losses.append(loss.item())
-    assert losses[-1] < losses[0] - 1.5, (losses[0], losses[-1])
     out = m.generate(prompts, 2, var_scale=0.0, temperature=0.0)
-    assert ((out - clean) ** 2).mean() < 0.02
+    return losses[0], losses[-1], ((out - clean) ** 2).mean().item()
+
+
+# Over seeds 0-4 (1 thread; NOTES.md): NLL drop 2.71-3.05, MSE 0.0034-0.0049; the bounds keep about half the drop
+# and four times the worst MSE.
+AR_OVERFIT_BOUNDS = dict(nll_drop=1.5, mse=0.02)
+
+
+def test_overfit_and_reproduce_training_tokens():
+    """The GMM NLL falls by more than AR_OVERFIT_BOUNDS' nats per channel, and greedy decoding (argmax component,
+    var_scale 0) reproduces each prompt's tokens (MSE against the clean tokens; the noise variance is 0.01)."""
+    first, last, mse = overfit_ar(seed=0)
+    assert last < first - AR_OVERFIT_BOUNDS["nll_drop"], (first, last)
+    assert mse < AR_OVERFIT_BOUNDS["mse"], mse
+
+
+if __name__ == "__main__":  # the spread behind AR_OVERFIT_BOUNDS: python -m tests.test_ar_model 0 1 2 3 4
+    import sys
+    for seed in map(int, sys.argv[1:]):
+        first, last, mse = overfit_ar(seed)
+        print(f"seed {seed}: NLL drop {first - last:.3f}, greedy MSE {mse:.4f}")

@@ -113,13 +113,86 @@ def test_prompts_and_parser():
     assert ev.parse_prompt("a purple circle moving up") is None and ev.parse_prompt("a dog running") is None
 
 
+OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
+
+
 def test_analyser_scores_ground_truth_perfectly(truth):
     videos, captions, _ = truth
     assert {ev.parse_prompt(c)["direction"] for c in captions} == {"left", "right", "up", "down", "still"}
     scores, rows = ev.score_shapes(videos, captions)
     assert scores["videos"] == 72 and scores["unparsed"] == 0
-    for k in ("color", "shape", "direction", "one_object", "all"):
-        assert scores[k] == 1.0, (k, [r for r in rows if not r[k]])
+    for k in ("color", "shape", "direction", "direction_clips", "one_object", "one_object_video", "present", "all"):
+        assert scores[k] == 1.0, (k, [r for r in rows if not r.get(k, False)])
+    assert all(len(r["got_directions"]) == 4 for r in rows)  # 33 frames: every clip read
+    halved, _ = ev.score_shapes([v[::2] for v in videos], captions, clip_frames=4)  # a 4-frame-clip decoder's videos
+    assert halved["direction"] == 1.0 and halved["all"] == 1.0
+
+
+def test_bounce_track_is_the_data_track():
+    track = data.object_track("down", 33, 32, 4.5, 0.75, np.random.default_rng(0))
+    sim, bounced = ev.bounce_track(track[0], "down", 4.5, (32, 32), 33)
+    np.testing.assert_allclose(sim, track, atol=1e-12)
+    t = int(np.argmax(bounced))  # one reflection, off the bottom wall: down before it, up after it
+    assert bounced.sum() == 1 and (np.diff(track[:t + 1, 1]) > 0).all() and (np.diff(track[t + 1:, 1]) < 0).all()
+
+
+def caption_axis_turns(video, direction):
+    """Whether the object's centroid reverses along the caption's axis (a bounce), read frame by frame."""
+    axis = 0 if direction in ("left", "right") else 1
+    steps = np.sign(np.diff([data.analyze_frame(f)["centroid"][axis] for f in video]))
+    steps = steps[steps != 0]
+    return bool((steps != steps[0]).any())
+
+
+def test_bouncing_ground_truth_scores_direction_right(truth):
+    videos, captions, _ = truth
+    # turned back by frame 24: its last clip is all after the bounce (every moving fixture video bounces: it
+    # travels 24 px, its range is <= 23 px)
+    bouncing = [i for i, c in enumerate(captions[:24])
+                if "moving" in c and caption_axis_turns(videos[i][:25], c.split()[-1])]
+    assert len(bouncing) >= 3
+    scores, rows = ev.score_shapes([videos[i] for i in bouncing], [captions[i] for i in bouncing])
+    assert scores["direction"] == 1.0 and scores["direction_clips"] == 1.0
+    for r in rows:  # a clip after the bounce is scored, and expected the other way
+        assert OPPOSITE[r["prompt"].split()[-1]] in r["want_directions"], r
+        assert None in r["want_directions"]  # the clip with the bounce is not
+
+
+def test_wrong_direction_fails(truth):
+    videos, captions, _ = truth
+    moving = [i for i, c in enumerate(captions) if "moving" in c]
+    swapped = [captions[i].replace(captions[i].split()[-1], OPPOSITE[captions[i].split()[-1]]) for i in moving]
+    scores, _ = ev.score_shapes([videos[i] for i in moving], swapped)
+    assert scores["direction"] == 0.0 and scores["color"] == 1.0 and scores["shape"] == 1.0
+    # backwards: the first 17 frames reach no wall (data.object_track starts in the first third of the range);
+    # a whole bouncing video played backwards is a lawful track of its caption again
+    backwards = [videos[i][:17][::-1] for i in moving]
+    scores, _ = ev.score_shapes(backwards, [captions[i] for i in moving])
+    assert scores["direction"] == 0.0 and scores["all"] == 0.0 and scores["present"] == 1.0
+
+
+def test_present_needs_the_object_in_every_keyframe(truth):
+    videos, captions, _ = truth
+    i = next(i for i, c in enumerate(captions) if "moving" in c)
+    gone, between = videos[i].copy(), videos[i].copy()
+    gone[16], between[12] = 0, 0  # the object vanishes in keyframe 2, or in a frame between keyframes
+    scores, rows = ev.score_shapes([gone, between], [captions[i]] * 2)
+    assert [r["present"] for r in rows] == [False, True] and [r["all"] for r in rows] == [False, False]
+    assert all(r["direction"] and r["color"] and r["shape"] for r in rows)  # the rest still reads right
+    assert scores["one_object"] == pytest.approx(1 - 1 / 33)
+
+
+def test_one_object_is_the_fraction_of_frames(truth):
+    videos, captions, _ = truth
+    video = videos[0].copy()
+    x, y = data.analyze_frame(video[5])["centroid"]
+    cx, cy = (0 if x > 16 else 29), (0 if y > 16 else 29)  # the corner away from the object
+    video[5, cy:cy + 3, cx:cx + 3] = 255  # a second object in one frame of 33
+    scores, rows = ev.score_shapes([video], captions[:1])
+    assert scores["one_object"] == pytest.approx(1 - 1 / 33) and scores["one_object_video"] == 0.0
+    assert rows[0]["present"] and rows[0]["color"] and not rows[0]["all"]
+    scores, _ = ev.score_shapes([video, videos[1]], captions[:2])  # the mean over videos
+    assert scores["one_object"] == pytest.approx(1 - 1 / 66) and scores["one_object_video"] == 0.5
 
 
 def test_analyser_detects_wrong_color_direction_shape_and_count(truth):
@@ -130,13 +203,13 @@ def test_analyser_detects_wrong_color_direction_shape_and_count(truth):
     scores, rows = ev.score_shapes(swapped, [captions[i] for i in moving])
     assert [not r["color"] for r in rows] == wrong and scores["direction"] == 1.0
     reversed_ = [np.concatenate([videos[i][:9][::-1], videos[i][9:]]) for i in moving]  # first clip backwards
-    scores, _ = ev.score_shapes(reversed_, [captions[i] for i in moving], first_clip_frames=9)
+    scores, _ = ev.score_shapes(reversed_, [captions[i] for i in moving])
     assert scores["direction"] == 0.0 and scores["color"] == 1.0
     mismatched = [c.replace("circle", "X").replace("square", "circle").replace("X", "square") for c in captions]
     scores, rows = ev.score_shapes(videos, mismatched)
     assert all(r["shape"] == ("triangle" in c) for r, c in zip(rows, captions))
     two = [np.maximum(v, np.roll(v, 16, axis=2)) for v in videos[:4]]  # a second copy 16 px away (<= 12 px wide)
-    assert not any(ev.analyze_video(v)["one_object"] for v in two)
+    assert all(ev.analyze_video(v)["one_object"] == 0.0 and not ev.analyze_video(v)["one_object_video"] for v in two)
     assert ev.analyze_video(np.zeros((9, 32, 32, 3), np.uint8))["color"] is None
 
 
@@ -257,7 +330,7 @@ def test_tokenizer_metrics_on_a_perfect_and_a_blind_decoder(truth):
 def test_recon_analysis_reads_color_place_and_object_count(truth):
     clips = np.stack([v[:9] for v in truth[0][:6]])  # (6, 9, 32, 32, 3) uint8
     same = ev.recon_analysis(clips, clips)
-    assert same == {"color": 1.0, "centroid_err": 0.0, "one_object": 1.0}
+    assert same == {"color": 1.0, "centroid_err": 0.0, "one_object": 1.0, "shape": 1.0, "direction": 1.0}
     shifted = np.zeros_like(clips)
     shifted[:, :, 3:] = clips[:, :, :-3]  # everything 3 px lower
     moved = ev.recon_analysis(clips, shifted)
@@ -267,3 +340,52 @@ def test_recon_analysis_reads_color_place_and_object_count(truth):
     two = clips.copy()
     two[:, 4, :3, :3] = 255  # a second object in the middle frame of every clip
     assert ev.recon_analysis(clips, two)["one_object"] == pytest.approx(8 / 9)
+
+
+def test_recon_analysis_reads_shape_and_in_between_direction(truth):
+    videos, captions, _ = truth
+    clips = np.stack([v[:9] for v in videos])  # (72, 9, 32, 32, 3)
+    moving = np.array(["still" not in c for c in captions])
+    reversed_ = clips.copy()
+    reversed_[:, 1:-1] = clips[:, 1:-1][:, ::-1]  # the in-between frames played backwards, the keyframes kept
+    scores = ev.recon_analysis(clips[moving], reversed_[moving])
+    assert scores["direction"] == 0.0 and scores["color"] == 1.0 and scores["shape"] == 1.0, scores
+    frozen = clips.copy()
+    frozen[:, 1:-1] = clips[:, :1]  # the head frame held: no motion in between
+    assert ev.recon_analysis(clips[moving], frozen[moving])["direction"] == 0.0
+    assert ev.recon_analysis(clips[~moving], frozen[~moving])["direction"] == 1.0  # still stays still
+    squares = np.zeros_like(clips[:8])  # every clip drawn as a 10 px square of its own color and place
+    for i, clip in enumerate(clips[:8]):
+        for t, frame in enumerate(clip):
+            info = data.analyze_frame(frame)
+            x, y = (int(round(c)) for c in info["centroid"])
+            squares[i, t, max(y - 5, 0):y + 5, max(x - 5, 0):x + 5] = data.COLORS[info["color"]]
+    is_square = np.array(["square" in c for c in captions[:8]])
+    assert ev.recon_analysis(clips[:8], squares)["shape"] == pytest.approx(is_square.mean())
+
+
+def test_reconstruction_settings_default_to_the_tokenizer_checkpoint(truth, tmp_path, monkeypatch, capsys):
+    """--ddim_steps, --cfg_scale and --guidance_rescale left unset are the ones saved with the tokenizer; a flag
+    given wins (0 included)."""
+    import tokenizer as tok
+    import train_tokenizer
+    from configurator import apply_config
+    tiny = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
+            "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3", "--val_fraction=0.3",
+            "--ddim_steps=3", "--cfg_scale=2.5", "--guidance_rescale=0.2"]
+    cfg = apply_config({k: v for k, v in vars(train_tokenizer).items() if not k.startswith("_")}, tiny)
+    torch.manual_seed(0)
+    tokenizer, denoiser = tok.build_autoencoder(cfg)
+    torch.save({"tokenizer": tokenizer.state_dict(), "denoiser": denoiser.state_dict(), "iter_num": 1, "config": cfg},
+               tmp_path / "tok.pt")
+    seen = []  # what run() hands the decoder, instead of decoding
+    monkeypatch.setattr(ev, "tokenizer_metrics", lambda *args, **kw: seen.append(kw) or {"recon_psnr": 0.0})
+    base = ["--tokenizer_ckpt", str(tmp_path / "tok.pt"), "--recon_manifest", os.path.join(truth[2], "videos.csv"),
+            "--recon_clips", "2"]
+    ev.run(ev.parse_args(base))
+    ev.run(ev.parse_args(base + ["--ddim_steps", "9", "--guidance_rescale", "0"]))
+    keys = ("num_steps", "cfg_scale", "guidance_rescale")
+    assert [tuple(kw[k] for k in keys) for kw in seen] == [(3, 2.5, 0.2), (9, 2.5, 0.0)]
+    out = capsys.readouterr().out
+    assert "decoder: DDIM 3 steps (checkpoint), CFG 2.5 (checkpoint), rescale 0.2 (checkpoint)" in out
+    assert "decoder: DDIM 9 steps (flag), CFG 2.5 (checkpoint), rescale 0 (flag)" in out

@@ -21,13 +21,23 @@ TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layer
 
 
 
-def save_ar(path, token_dim, max_keyframes=3):
+def save_ar(path, token_dim, max_keyframes=3, config=None):
+    """config: the run's settings, as train_ar.py saves them (None: an older checkpoint without them)."""
     from ar_model import ARConfig, ARModel
     torch.manual_seed(0)
     model = ARModel(ARConfig(backbone="tiny-gpt2", n_q=4, token_dim=token_dim, max_keyframes=max_keyframes,
                              text_len=16, k=4))
-    torch.save({"model": model.state_dict(), "model_config": asdict(model.cfg)}, path)  # train_ar.py's keys
+    ckpt = {"model": model.state_dict(), "model_config": asdict(model.cfg)}  # train_ar.py's keys
+    torch.save(ckpt | ({"config": config} if config is not None else {}), path)
     return path
+
+
+def resave_tokenizer(src, dst, **config):
+    """A copy of a tokenizer checkpoint with these config values (None: the key removed, as in older checkpoints)."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    ckpt["config"] = {k: v for k, v in (ckpt["config"] | config).items() if v is not None}
+    torch.save(ckpt, dst)
+    return str(dst)
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +82,13 @@ def test_end_to_end_writes_mp4_gif_npz(ckpts, tmp_path):
     with open(out / "samples.csv") as f:
         assert [row["caption"] for row in csv.DictReader(f)] == list(npz["prompts"])
     assert "wrote 2 video(s) of 9 frames" in r.stdout
+    # train_tokenizer.py's defaults are in the checkpoint; this AR checkpoint has no config: the paper's values
+    assert ("decoder: DDIM 2 steps (flag), CFG 7.5 (checkpoint), rescale 0.7 (checkpoint); AR: temperature 1 (paper), "
+            "var_scale 0.01 (paper), CFG 1 (paper)") in r.stdout
 
 
 def test_same_seed_same_videos(ckpts):
-    ar = sample.load_ar(ckpts["ar"])
+    ar, _ = sample.load_ar(ckpts["ar"])
     tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
     kw = dict(num_steps=2, progress=False, batch_size=1)
     a = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle"], 2, seed=3, **kw)
@@ -87,7 +100,7 @@ def test_same_seed_same_videos(ckpts):
 
 def test_one_minute_video(ckpts, tmp_path):
     """60 keyframes at 1 per second of 8 fps video: 59 clips of 8 frames' time each (here 4 frames at stride 2)."""
-    ar = sample.load_ar(save_ar(str(tmp_path / "ar60.pt"), 32, max_keyframes=60))
+    ar, _ = sample.load_ar(save_ar(str(tmp_path / "ar60.pt"), 32, max_keyframes=60))
     tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
     video = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle moving right"], 60, num_steps=1,
                                    batch_size=64, progress=False)
@@ -133,6 +146,7 @@ def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
     frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
     assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
     assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in r.stdout
+    assert "decoder: DDIM 2 steps (flag), CFG 7.5 (checkpoint), rescale 0.7 (checkpoint)\n" in r.stdout  # no AR
     # the left half is the original at the decoder's frame positions
     original = data.read_frames(video)[::2][:17]
     assert np.abs(frames[:, ::4, :128:4].astype(int) - original).mean() < 8
@@ -146,6 +160,32 @@ def test_zeroing_all_tokens_forgets_the_video(ckpts, shapes_dir):
     zeroed = [sample.reconstruct_video(tokenizer, denoiser, cfg, v, zero_tokens=4, **kw)[1] for v in videos]
     assert not np.array_equal(kept[0], kept[1])
     assert np.array_equal(zeroed[0], zeroed[1])  # all N_q tokens zeroed: nothing of the input is left
+
+
+def test_sampling_settings_default_to_the_checkpoints(ckpts, tmp_path):
+    """Flags left unset take the settings saved with each model, a flag given wins, and checkpoints without
+    the keys get the paper's values."""
+    tok = resave_tokenizer(ckpts["tok"], tmp_path / "tok.pt", ddim_steps=3, cfg_scale=2.5, guidance_rescale=0.2)
+    ar = save_ar(str(tmp_path / "ar.pt"), 32, config=dict(sample_temperature=0.0, sample_var_scale=0.5,
+                                                          sample_cfg_scale=3.0))
+    cfg, ar_config = sample.load_tokenizer(tok)[2], sample.load_ar(ar)[1]
+    args = sample.parse_args([])
+    line = sample.model_defaults(args, cfg, ar_config)
+    assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (3, 2.5, 0.2)
+    assert (args.temperature, args.var_scale, args.ar_cfg_scale) == (0.0, 0.5, 3.0)
+    assert line == ("decoder: DDIM 3 steps (checkpoint), CFG 2.5 (checkpoint), rescale 0.2 (checkpoint); "
+                    "AR: temperature 0 (checkpoint), var_scale 0.5 (checkpoint), CFG 3 (checkpoint)")
+    args = sample.parse_args(["--ddim_steps", "7", "--cfg_scale", "1.5", "--temperature", "0.5", "--ar_cfg_scale", "1"])
+    line = sample.model_defaults(args, cfg, ar_config)
+    assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (7, 1.5, 0.2)
+    assert (args.temperature, args.var_scale, args.ar_cfg_scale) == (0.5, 0.5, 1.0)
+    assert "DDIM 7 steps (flag)" in line and "rescale 0.2 (checkpoint)" in line and "CFG 1 (flag)" in line
+    old = resave_tokenizer(ckpts["tok"], tmp_path / "old.pt", ddim_steps=None, cfg_scale=None, guidance_rescale=None)
+    args = sample.parse_args(["--var_scale", "0"])
+    line = sample.model_defaults(args, sample.load_tokenizer(old)[2], sample.load_ar(ckpts["ar"])[1])
+    assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (50, 7.5, 0.7)
+    assert (args.temperature, args.var_scale, args.ar_cfg_scale) == (1.0, 0.0, 1.0)
+    assert "checkpoint" not in line and line.count("(paper)") == 5
 
 
 def test_write_video_pads_odd_sizes(tmp_path):

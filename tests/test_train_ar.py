@@ -90,6 +90,8 @@ def test_resume_is_exact(token_dir, tmp_path, capsys):
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     assert a["val_loss"] == b["val_loss"]
+    saved = a["config"]  # this run's settings, sample.py's defaults among them
+    assert (saved["sample_temperature"], saved["sample_var_scale"], saved["sample_cfg_scale"]) == (1.0, 0.01, 1.0)
     from ar_model import ARModel  # the checkpoint rebuilds the model on its own (what sample.py needs)
     model = ARModel.from_checkpoint(str(tmp_path / "straight" / "ckpt.pt"))
     assert model.generate(["a red circle"], 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 4, 8)
@@ -138,6 +140,7 @@ def test_stage_configs():
     stages = [apply_config(dict(defaults), [os.path.join(ROOT, f"config/ar_shapes_stage{i}.py")]) for i in range(1, 5)]
     assert [s["loss"] for s in stages] == ["l2", "l2", "gmm", "gmm"]
     assert [s["image_video_ratio"] for s in stages] == [1.0, 0.5, 0.5, 0.0] and stages[3]["min_motion"] > 0
+    assert [s["sample_temperature"] for s in stages] == [1.0, 1.0, 0.0, 0.0]  # the GMM stages sample the argmax
     for prev, nxt in zip(stages, stages[1:]):
         assert nxt["init_from"] == prev["out_dir"] + "/ckpt.pt" and nxt["max_keyframes"] == prev["max_keyframes"]
     paper = apply_config(dict(defaults), [os.path.join(ROOT, "config/ar_paper_llama1b.py")])

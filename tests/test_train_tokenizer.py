@@ -7,7 +7,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
         "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3", "--batch_size=4",
-        "--eval_clips=2", "--ddim_steps=2", "--probe_frames=0", "--val_fraction=0.25", "--log_interval=1",
+        "--eval_clips=2", "--ddim_steps=2", "--probe_videos=0", "--val_fraction=0.25", "--log_interval=1",
         "--warmup_iters=0", "--lr_schedule=constant", "--learning_rate=1e-3",
         "--keyframe_loss_weight=1.0"]  # as config/shapes.py: every trained layer must get a gradient under DDP
 
