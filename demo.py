@@ -11,8 +11,8 @@ in <out>/logs/):
     2. python train_tokenizer.py config/shapes.py the deep tokenizer (Q + video diffusion decoder)
     3. python tokenizer.py encode                 deep tokens of every video and image
     4. python train_ar.py config/ar_shapes_stage{1,2,3,4}.py   the AR model, progressively
-    5. python sample.py                           a grid of prompts (mp4 + gif), and every shapes prompt
-                                                  for the accuracy read-out; a reconstruction (Fig. 3, 4)
+    5. python sample.py                           every shapes prompt, 5 keyframes (mp4 + gif + npz);
+                                                  a reconstruction (Fig. 3, 4)
     6. python evaluate.py                         metrics.json
 
 then draws <out>/contact_sheet.png (keyframes of every grid prompt) and loss curves from the
@@ -45,18 +45,15 @@ TOKENIZER_EVAL_INTERVAL = 650
 AR_ITERS = (400, 800, 400, 200)  # stages 1-4: images L2, images + videos L2, images + videos GMM, moving videos GMM
 AR_EVAL_INTERVAL = 200
 KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
-NUM_KEYFRAMES = 5  # grid videos: 5 keyframes = 33 frames = 4 s
+NUM_KEYFRAMES = 5  # sampled videos: 5 keyframes = 33 frames = 4 s; the analyser scores every frame
 GRID_PROMPTS = [
     "a red circle moving right", "a green square moving left", "a blue triangle moving up",
     "a yellow circle moving down", "a cyan square moving right", "a magenta triangle moving left",
     "a white circle moving up", "a red square moving down", "a yellow triangle moving right",
     "a white square moving left", "a green triangle standing still", "a blue circle standing still",
 ]
-EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 still prompts
-EVAL_KEYFRAMES = 5  # accuracy videos of 5 keyframes (33 frames): the analyser scores every clip, bounces included
-# Guidance and AR sampling settings come from the checkpoints (config/shapes.py, config/ar_shapes_stage4.py)
-DDIM_STEPS = 50  # grid videos and reconstructions (the paper's 50)
-EVAL_DDIM_STEPS = 25  # accuracy videos and held-out reconstructions
+EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 still prompts (the grid's among them)
+# DDIM steps, guidance and AR sampling settings come from the checkpoints (config/shapes.py, config/ar_shapes_stage4.py)
 RECON_CLIPS = 64  # held-out clips for reconstruction PSNR / SSIM / analyser (one per held-out video: 57 of 1,000)
 VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
 DATA_SEED = 0  # the shapes set is the same for every run; --seed varies training and sampling
@@ -68,7 +65,7 @@ SMOKE = dict(
     NUM_VIDEOS=24, CLIP_PRETRAIN_ITERS=2, TOKENIZER_ITERS=2, TOKENIZER_EVAL_INTERVAL=2, AR_ITERS=(2, 2, 2, 2),
     AR_EVAL_INTERVAL=2, NUM_KEYFRAMES=3, GRID_PROMPTS=GRID_PROMPTS[:2] + GRID_PROMPTS[-1:],
     EVAL_PROMPTS=["a red circle moving right", "a blue square moving up", "a white triangle standing still"],
-    DDIM_STEPS=2, EVAL_DDIM_STEPS=2, RECON_CLIPS=2, VAL_FRACTION=0.25,
+    RECON_CLIPS=2, VAL_FRACTION=0.25,
     TOKENIZER_FLAGS=["--clip_pretrain_batch=8", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
                      "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3",
                      "--batch_size=4", "--eval_clips=2", "--ddim_steps=2", "--probe_videos=0", "--log_interval=1",
@@ -77,8 +74,7 @@ SMOKE = dict(
               "--gmm_k=4", "--val_fraction=0.25"],  # (--backbone matters in stage 1; later stages inherit it)
 )
 KNOBS = ["NUM_VIDEOS", "CLIP_PRETRAIN_ITERS", "TOKENIZER_ITERS", "TOKENIZER_EVAL_INTERVAL", "AR_ITERS",
-         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "EVAL_KEYFRAMES", "DDIM_STEPS",
-         "EVAL_DDIM_STEPS", "RECON_CLIPS", "VAL_FRACTION", "TOKENIZER_FLAGS", "AR_FLAGS"]
+         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "RECON_CLIPS", "VAL_FRACTION", "TOKENIZER_FLAGS", "AR_FLAGS"]
 # -----------------------------------------------------------------------------
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -181,20 +177,17 @@ class Pipeline:
         ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]
         common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(self.seed),
                   "--keyframe_interval", str(KEYFRAME_INTERVAL)]
-        eval_prompts = self.s["EVAL_PROMPTS"] or shapes_prompts()
-        for name, prompts, k, steps, formats in (
-                ("samples", self.s["GRID_PROMPTS"], self.s["NUM_KEYFRAMES"], self.s["DDIM_STEPS"], "mp4,gif,npz"),
-                ("eval_samples", eval_prompts, self.s["EVAL_KEYFRAMES"], self.s["EVAL_DDIM_STEPS"], "npz")):
-            out = os.path.join(self.out, name)
-            prompts_file = os.path.join(self.out, f"{name}_prompts.txt")
-            if newer(os.path.join(out, "frames.npz"), ckpts) and npz_meta(os.path.join(out, "frames.npz")) == (prompts, k):
-                self.skip(f"sample_{name}", f"{out}/frames.npz is up to date")
-                continue
+        prompts = list(dict.fromkeys(self.s["GRID_PROMPTS"] + (self.s["EVAL_PROMPTS"] or shapes_prompts())))
+        out, k = os.path.join(self.out, "samples"), self.s["NUM_KEYFRAMES"]
+        if newer(os.path.join(out, "frames.npz"), ckpts) and npz_meta(os.path.join(out, "frames.npz")) == (prompts, k):
+            self.skip("sample", f"{out}/frames.npz is up to date")
+        else:  # one set of videos: the contact sheet shows the grid prompts, evaluate.py scores them all
             os.makedirs(self.out, exist_ok=True)
+            prompts_file = os.path.join(self.out, "prompts.txt")
             with open(prompts_file, "w") as f:
                 f.write("\n".join(prompts) + "\n")
-            self.run(f"sample_{name}", ["sample.py", "--prompts_file", prompts_file, "--num_keyframes", str(k),
-                                        "--out", out, "--ddim_steps", str(steps), "--formats", formats] + common)
+            self.run("sample", ["sample.py", "--prompts_file", prompts_file, "--num_keyframes", str(k), "--out", out]
+                     + common)
         video = held_out_video(os.path.join(self.data, "videos.csv"), self.s["VAL_FRACTION"])
         stem = os.path.splitext(os.path.basename(video))[0]
         n_q = checkpoint_config(ckpts[0])["n_queries"]
@@ -204,26 +197,25 @@ class Pipeline:
                 self.skip(f"reconstruct_zero{zero}", f"{target} is up to date")
                 continue
             self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
-                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0],
-                                                  "--ddim_steps", str(self.s["DDIM_STEPS"]), "--seed", str(self.seed),
+                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0], "--seed", str(self.seed),
                                                   "--keyframe_interval", str(KEYFRAME_INTERVAL)])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")
         tok_ckpt = os.path.join(self.tokenizer, "ckpt.pt")
-        samples = os.path.join(self.out, "eval_samples", "frames.npz")
+        samples = os.path.join(self.out, "samples", "frames.npz")
         if newer(metrics, [samples, tok_ckpt]) and not i3d:
             return self.skip("evaluate", f"{metrics} is up to date")
         cmd = ["evaluate.py", "--samples", samples, "--real", os.path.join(self.data, "videos.csv"),
                "--real_split", "val", "--val_fraction", str(self.s["VAL_FRACTION"]),
                "--tokenizer_ckpt", tok_ckpt, "--recon_manifest", os.path.join(self.data, "videos.csv"),
-               "--recon_clips", str(self.s["RECON_CLIPS"]), "--ddim_steps", str(self.s["EVAL_DDIM_STEPS"]),
+               "--recon_clips", str(self.s["RECON_CLIPS"]),
                "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(self.seed), "--out", metrics]
         clip = os.path.join(self.tokenizer, "clip_pretrained.pt")  # CLIPSIM with the shapes stand-in CLIP
         if os.path.isfile(clip):
             cmd += ["--clip_model", checkpoint_config(tok_ckpt)["clip_model"], "--clip_pretrained", clip]
         if i3d:
-            frames = (self.s["EVAL_KEYFRAMES"] - 1) * checkpoint_config(tok_ckpt)["clip_frames"] + 1
+            frames = (self.s["NUM_KEYFRAMES"] - 1) * checkpoint_config(tok_ckpt)["clip_frames"] + 1
             cmd += ["--i3d", i3d, "--fvd_frames", str(min(16, frames))]
         self.run("evaluate", cmd)
 
@@ -233,7 +225,8 @@ class Pipeline:
         t0 = time.time()
         with np.load(os.path.join(self.out, "samples", "frames.npz")) as z:
             frames, prompts, clip_frames = z["frames"], [str(p) for p in z["prompts"]], int(z["clip_frames"])
-        contact_sheet(frames[:, ::clip_frames], prompts).save(os.path.join(self.out, "contact_sheet.png"))
+        grid = [prompts.index(p) for p in self.s["GRID_PROMPTS"]]
+        contact_sheet(frames[grid, ::clip_frames], self.s["GRID_PROMPTS"]).save(os.path.join(self.out, "contact_sheet.png"))
         log = read_log_csv(os.path.join(self.tokenizer, "log.csv"))
         line_plot({"train loss": log["train"].get("loss", [])}, "tokenizer: diffusion loss (Eq. 1)", "iteration",
                   "loss").save(os.path.join(self.out, "loss_tokenizer.png"))
@@ -469,8 +462,9 @@ def main(argv=None):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     print(f"\n=== done in {total / 60:.1f} min: results in {out}/")
-    for k in ("recon_psnr", "recon_ssim", "recon_color", "recon_centroid_err", "recon_one_object", "shapes_color",
-              "shapes_shape", "shapes_direction", "shapes_one_object", "shapes_all", "clipsim", "fvd"):
+    for k in ("recon_psnr", "recon_ssim", "recon_color", "recon_shape", "recon_direction", "recon_centroid_err",
+              "recon_one_object", "shapes_color", "shapes_shape", "shapes_direction", "shapes_direction_clips",
+              "shapes_one_object", "shapes_present", "shapes_all", "clipsim", "fvd"):
         if k in metrics:
             print(f"  {k:<18} {metrics[k]:.4f}")
 

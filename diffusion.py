@@ -193,10 +193,8 @@ class TokenMap(nn.Module):
         """The keyframe as this map sees it: (B, N_q, D) -> (B, 3, 2S, 2S)."""
         return F.pixel_shuffle(self.to_rgb(self(tokens)), 2)
 
-    def forward(self, tokens, query_shift=None):
+    def forward(self, tokens):
         x = self.queries.expand(tokens.shape[0], -1, -1)  # (B, S*S, D)
-        if query_shift is not None:  # (B, D): e.g. which frame of the clip this map is for
-            x = x + query_shift[:, None]
         for attn, norm, mlp in zip(self.attn, self.norms, self.mlps):
             x = x + attn(norm(x), tokens, tokens, need_weights=False)[0]
             x = x + mlp(x)
@@ -214,23 +212,18 @@ class VideoUNet(nn.Module):
     """
 
     def __init__(self, token_dim, n_queries, num_frames, image_size, channels=(32, 64, 128), map_channels=8,
-                 max_stride=16, emb_dim=128, render_maps=False, frame_maps=False):
+                 max_stride=16, emb_dim=128, render_maps=False):
         super().__init__()
         self.num_frames, self.image_size = num_frames, image_size
         d = token_dim
         self.head_rear = nn.Parameter(torch.randn(2, 1, d) * 0.02)  # learned head / rear embedding
         self.token_map = TokenMap(d, image_size // 2, map_channels, render=render_maps)
-        if frame_maps:  # one map per frame, drawn from all 2 N_q tokens: where the object is at that frame
-            self.frame_map = TokenMap(d, image_size // 2, map_channels)
-            self.frame_query = nn.Parameter(torch.randn(num_frames, d) * 0.02)
-        else:
-            self.frame_map = None
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.stride_emb = nn.Embedding(max_stride + 1, emb_dim)
         self.frame_emb = nn.Embedding(num_frames, emb_dim)
         self.pool_mlp = nn.Sequential(nn.Linear(2 * d, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.emb_dim = emb_dim
-        self.conv_in = nn.Conv2d(12 + (3 if frame_maps else 2) * map_channels, channels[0], 3, padding=1)
+        self.conv_in = nn.Conv2d(12 + 2 * map_channels, channels[0], 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips = []
         for i, c in enumerate(channels):  # down path: ResBlock, temporal conv, cross-attention (levels >= 1)
@@ -258,16 +251,14 @@ class VideoUNet(nn.Module):
         if T != self.num_frames or H != self.image_size:
             raise ValueError(f"VideoUNet built for {self.num_frames} frames of {self.image_size}px, got {tuple(x_t.shape)}")
         head, rear = cond.view(B, 2, -1, cond.shape[-1]).unbind(1)  # (B, N_q, D) each
-        maps = torch.cat([self.token_map(head), self.token_map(rear)], 1).repeat_interleave(T, dim=0)  # (B*T, 2 c_map, H/2, W/2)
+        maps = torch.cat([self.token_map(head), self.token_map(rear)], 1)  # (B, 2 c_map, H/2, W/2)
         head, rear = head + self.head_rear[0], rear + self.head_rear[1]
         context = torch.cat([head, rear], 1).repeat_interleave(T, dim=0)  # (B*T, 2 N_q, D)
-        if self.frame_map is not None:
-            maps = torch.cat([maps, self.frame_map(context, self.frame_query[:T].repeat(B, 1))], 1)
         emb = (self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.stride_emb(frame_stride)
                + self.pool_mlp(torch.cat([head.mean(1), rear.mean(1)], -1)))  # (B, E)
         emb = (emb[:, None] + self.frame_emb.weight[None, :T]).flatten(0, 1)  # (B*T, E)
         x = F.pixel_unshuffle(x_t.flatten(0, 1), 2)  # (B*T, 12, H/2, W/2)
-        h = self.conv_in(torch.cat([x, maps], 1))
+        h = self.conv_in(torch.cat([x, maps.repeat_interleave(T, dim=0)], 1))
         skips = []
         for level in self.down:
             h = level["temporal"](level["res"](h, emb), T)

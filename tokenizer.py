@@ -159,7 +159,7 @@ def build_autoencoder(cfg):
     if cfg["denoiser"] == "unet":
         denoiser = VideoUNet(cfg["token_dim"], cfg["n_queries"], cfg["clip_frames"] + 1, cfg["image_size"],
                              tuple(cfg["unet_channels"]), cfg["map_channels"], cfg["max_stride"],
-                             render_maps=cfg.get("keyframe_loss_weight", 0) > 0, frame_maps=cfg.get("frame_maps", False))
+                             render_maps=cfg.get("keyframe_loss_weight", 0) > 0)
     elif cfg["denoiser"] == "unet3d":  # the paper-size latent video UNet + VAE, from a local diffusers directory
         from diffusion import LatentVideoDenoiser
         if not cfg.get("pretrained_dir"):

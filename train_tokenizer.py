@@ -55,7 +55,6 @@ q_heads = 4
 denoiser = "unet"  # the compact VideoUNet of diffusion.py, pixel space
 unet_channels = (32, 64, 128)
 map_channels = 8
-frame_maps = False  # also a token map per frame, drawn from all 2 N_q tokens (VideoUNet)
 pretrained_dir = ""  # denoiser "unet3d": local diffusers directory with unet/ and vae/ (zeroscope / ModelScope-T2V layout)
 # clips
 image_size = 32
