@@ -462,7 +462,7 @@ def main(argv=None):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     print(f"\n=== done in {total / 60:.1f} min: results in {out}/")
-    for k in ("recon_psnr", "recon_ssim", "recon_color", "recon_shape", "recon_direction", "recon_centroid_err",
+    for k in ("recon_psnr", "recon_psnr_moving", "recon_ssim", "recon_color", "recon_shape", "recon_direction", "recon_centroid_err",
               "recon_one_object", "shapes_color", "shapes_shape", "shapes_direction", "shapes_direction_clips",
               "shapes_one_object", "shapes_present", "shapes_all", "clipsim", "fvd"):
         if k in metrics:

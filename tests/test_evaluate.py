@@ -325,6 +325,11 @@ def test_tokenizer_metrics_on_a_perfect_and_a_blind_decoder(truth):
     assert good["recon_psnr"] == pytest.approx(good["recon_psnr_crossfade"], abs=0.2)  # the cross-fade, reproduced
     assert good["recon_ssim"] == pytest.approx(good["recon_ssim_crossfade"], abs=0.01)
     assert bad["recon_psnr"] < good["recon_psnr"] - 3 and bad["recon_ssim"] < good["recon_ssim"]
+    assert good["recon_psnr_moving"] == pytest.approx(good["recon_psnr_crossfade_moving"], abs=0.2)
+    truth_u8 = data.to_uint8(clips)
+    moving = [i for i in range(len(clips)) if (truth_u8[i] != truth_u8[i, :1]).any()]  # PSNR of these clips only
+    by_hand = ev.psnr(data.to_uint8(ev.crossfade(clips[moving])), truth_u8[moving, 1:-1])
+    assert good["recon_psnr_crossfade_moving"] == pytest.approx(by_hand, abs=1e-9)
 
 
 def test_recon_analysis_reads_color_place_and_object_count(truth):
