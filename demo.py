@@ -74,7 +74,8 @@ SMOKE = dict(
               "--gmm_k=4", "--val_fraction=0.25"],  # (--backbone matters in stage 1; later stages inherit it)
 )
 KNOBS = ["NUM_VIDEOS", "CLIP_PRETRAIN_ITERS", "TOKENIZER_ITERS", "TOKENIZER_EVAL_INTERVAL", "AR_ITERS",
-         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "RECON_CLIPS", "VAL_FRACTION", "TOKENIZER_FLAGS", "AR_FLAGS"]
+         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "RECON_CLIPS", "VAL_FRACTION",
+         "TOKENIZER_FLAGS", "AR_FLAGS"]
 # -----------------------------------------------------------------------------
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -197,8 +198,8 @@ class Pipeline:
                 self.skip(f"reconstruct_zero{zero}", f"{target} is up to date")
                 continue
             self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
-                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0], "--seed", str(self.seed),
-                                                  "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0],
+                                                  "--seed", str(self.seed), "--keyframe_interval", str(KEYFRAME_INTERVAL)])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")
@@ -226,7 +227,8 @@ class Pipeline:
         with np.load(os.path.join(self.out, "samples", "frames.npz")) as z:
             frames, prompts, clip_frames = z["frames"], [str(p) for p in z["prompts"]], int(z["clip_frames"])
         grid = [prompts.index(p) for p in self.s["GRID_PROMPTS"]]
-        contact_sheet(frames[grid, ::clip_frames], self.s["GRID_PROMPTS"]).save(os.path.join(self.out, "contact_sheet.png"))
+        sheet = contact_sheet(frames[grid, ::clip_frames], self.s["GRID_PROMPTS"])
+        sheet.save(os.path.join(self.out, "contact_sheet.png"))
         log = read_log_csv(os.path.join(self.tokenizer, "log.csv"))
         line_plot({"train loss": log["train"].get("loss", [])}, "tokenizer: diffusion loss (Eq. 1)", "iteration",
                   "loss").save(os.path.join(self.out, "loss_tokenizer.png"))
@@ -462,8 +464,8 @@ def main(argv=None):
     with open(os.path.join(out, "metrics.json")) as f:
         metrics = json.load(f)
     print(f"\n=== done in {total / 60:.1f} min: results in {out}/")
-    for k in ("recon_psnr", "recon_psnr_moving", "recon_ssim", "recon_color", "recon_shape", "recon_direction", "recon_centroid_err",
-              "recon_one_object", "shapes_color", "shapes_shape", "shapes_direction", "shapes_direction_clips",
+    for k in ("recon_psnr", "recon_psnr_moving", "recon_ssim", "recon_color", "recon_shape", "recon_direction",
+              "recon_centroid_err", "recon_one_object", "shapes_color", "shapes_shape", "shapes_direction", "shapes_direction_clips",
               "shapes_one_object", "shapes_present", "shapes_all", "clipsim", "fvd"):
         if k in metrics:
             print(f"  {k:<18} {metrics[k]:.4f}")
