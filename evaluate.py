@@ -137,20 +137,25 @@ def parse_prompt(prompt):
     return {"color": m.group(1), "shape": m.group(2), "direction": direction} if direction in data.DIRECTIONS else None
 
 
+def direction_name(dx, dy, still_px=STILL_MAX_PX):
+    """A displacement in pixels -> 'still' below still_px, else the sign of the dominant axis (image y points down)."""
+    if max(abs(dx), abs(dy)) < still_px:
+        return "still"
+    if abs(dx) >= abs(dy):
+        return "right" if dx > 0 else "left"
+    return "down" if dy > 0 else "up"
+
+
 def line_direction(track, span, still_px=STILL_MAX_PX):
-    """A least-squares line through centroids [(t, (x, y))] -> (direction, (dx, dy) over `span` frames):
-    'still' below still_px, else the sign of the dominant axis (image y points down); (None, None) under 2 points."""
+    """A least-squares line through centroids [(t, (x, y))] -> (direction (`direction_name`), (dx, dy) over
+    `span` frames); (None, None) under 2 points."""
     if len(track) < 2:
         return None, None
     t = np.array([p[0] for p in track], dtype=np.float64)
     xy = np.array([p[1] for p in track], dtype=np.float64)  # (n, 2)
     slope = ((t - t.mean())[:, None] * (xy - xy.mean(0))).sum(0) / np.square(t - t.mean()).sum()
     dx, dy = (float(v) for v in slope * span)
-    if max(abs(dx), abs(dy)) < still_px:
-        return "still", (dx, dy)
-    if abs(dx) >= abs(dy):
-        return ("right" if dx > 0 else "left"), (dx, dy)
-    return ("down" if dy > 0 else "up"), (dx, dy)
+    return direction_name(dx, dy, still_px), (dx, dy)
 
 
 def analyze_video(frames, first_clip_frames=9, still_px=STILL_MAX_PX):

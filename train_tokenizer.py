@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import diffusion
-from evaluate import crossfade, parse_prompt, recon_analysis
+from evaluate import crossfade, direction_name, parse_prompt, recon_analysis
 import tokenizer as tok
 from configurator import configure
 
@@ -199,14 +199,6 @@ def ridge_probe(features, targets):
     return f[score] @ best[1], y[score]
 
 
-def direction_of(displacement, still_px=2.0):
-    """(N, 2) displacements in pixels -> class ids 0..4: still (below still_px), left, right, up, down."""
-    dx, dy = displacement.unbind(1)
-    horizontal = dx.abs() >= dy.abs()
-    moving = torch.where(horizontal, torch.where(dx < 0, 1, 2), torch.where(dy < 0, 3, 4))
-    return torch.where(displacement.abs().amax(1) < still_px, 0, moving)
-
-
 @torch.no_grad()
 def probe_deep_tokens(tokenizer, keyframes, captions):
     """What a linear read-out finds in the deep tokens of N videos' consecutive keyframes (N, K, 3, H, W):
@@ -217,7 +209,8 @@ def probe_deep_tokens(tokenizer, keyframes, captions):
     tokens = torch.cat([tokenizer.encode(frames[i:i + 256].to(device)).flatten(1).float().cpu()
                         for i in range(0, len(frames), 256)]).view(N, K, -1)  # (N, K, N_q * C)
     infos = [data.analyze_frame(f) for f in data.to_uint8(frames)]
-    centroid = torch.tensor([i["centroid"] if i["num_objects"] == 1 else (float("nan"),) * 2 for i in infos]).view(N, K, 2)
+    nan = (float("nan"),) * 2  # keyframes without exactly one object are left out of the probes
+    centroid = torch.tensor([i["centroid"] if i["num_objects"] == 1 else nan for i in infos]).view(N, K, 2)
     parsed = [parse_prompt(c) for c in captions]
     color = torch.tensor([list(data.COLORS).index(p["color"]) for p in parsed]).repeat_interleave(K)
     shape = torch.tensor([data.SHAPES.index(p["shape"]) for p in parsed]).repeat_interleave(K)
@@ -234,7 +227,8 @@ def probe_deep_tokens(tokenizer, keyframes, captions):
         both = ~motion.isnan().any(1)
         pred, y = ridge_probe(pairs[both], motion[both])
         out["probe_motion"] = (pred - y).norm(dim=1).mean().item()
-        out["probe_direction"] = (direction_of(pred) == direction_of(y)).double().mean().item()
+        out["probe_direction"] = float(np.mean([direction_name(*p) == direction_name(*t)
+                                                 for p, t in zip(pred.tolist(), y.tolist())]))
     return out
 
 
