@@ -16,6 +16,10 @@ token-in-frame embeddings to tokens. A 3-layer MLP (width -> gmm.head_dim) gives
 head's parameters: a K-component GMM, one Gaussian or an L2 regression (Sec. 3.4,
 Alg. 1, ablation Table 4), see gmm.py.
 
+Token statistics (token_norm, off in the paper's configuration): the model reads and predicts deep tokens
+standardised per (token, channel) with the training set's mean and std, stored with the weights;
+generate() returns deep-token units. Losses and GMM variances are then in standardised units.
+
 Padding: prompts are LEFT-padded and padding is masked out of attention; position ids
 count real tokens only (cumsum of the mask), so a prompt gives the same results however
 much padding it gets. (The released model attends to its padding; this one does not.)
@@ -76,6 +80,7 @@ class ARConfig:
     k: int = 16                   # GMM components
     text_drop_prob: float = 0.1   # training: prompt -> "" (classifier-free guidance)
     visual_drop_prob: float = 0.05  # training: input deep token -> learned [MASK]
+    token_norm: bool = False      # standardise deep tokens per (token, channel) with training statistics
     tokenizer: str = ""           # "" = the backbone directory's own if it has one, else "open_clip"
     backbone_config: dict = None  # HF config dict, set at build: rebuilds the shapes without weights
 
@@ -135,6 +140,9 @@ class ARModel(nn.Module):
         self.mask_emb = nn.Parameter(0.02 * torch.randn(width))
         self.frame_emb = nn.Parameter(0.02 * torch.randn(cfg.max_keyframes, width))
         self.pos_emb = nn.Parameter(0.02 * torch.randn(cfg.n_q, width))
+        # the model reads and predicts (tokens - token_mean) / token_std; identity unless token_norm
+        self.register_buffer("token_mean", torch.zeros(cfg.n_q, C))
+        self.register_buffer("token_std", torch.ones(cfg.n_q, C))
         # classifier-free guidance keeps the conditional variances: True on those head outputs
         keep = torch.zeros(P, dtype=torch.bool)  # layouts: gmm [means KC | raw vars KC | logits K],
         keep[cfg.k * C:2 * cfg.k * C] = cfg.loss == "gmm"  # gaussian [mean C | raw var C], l2 [pred C]
@@ -183,6 +191,15 @@ class ARModel(nn.Module):
         return ids, mask
 
     # ---------------------------------------------------------------- visual inputs and head
+    def set_token_stats(self, tokens):
+        """token_norm: mean and std per (token, channel) of training deep tokens (M, N_q, C), kept in the
+        state dict. Deep tokens mix channels that barely vary across videos (std ~0.08) with others ~10x
+        wider; standardised, every channel counts in the L2 loss and the input projection alike."""
+        if not self.cfg.token_norm:
+            raise ValueError("set_token_stats needs ARConfig(token_norm=True)")
+        self.token_mean.copy_(tokens.mean(0))
+        self.token_std.copy_(tokens.std(0).clamp(min=1e-6))
+
     def _visual_inputs(self, tokens, frame0=0):
         """(B, T, N_q, C) deep tokens of frames frame0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
         B, T = tokens.shape[:2]
@@ -219,6 +236,7 @@ class ARModel(nn.Module):
         if (Nq, C) != (self.cfg.n_q, self.cfg.token_dim) or T > self.cfg.max_keyframes:
             raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit the model: n_q={self.cfg.n_q}, "
                              f"token_dim={self.cfg.token_dim}, max_keyframes={self.cfg.max_keyframes}")
+        tokens = (tokens - self.token_mean) / self.token_std  # identity unless token_norm
         if self.training:  # classifier-free guidance: drop the prompt
             drop = (torch.rand(B, device=text_ids.device) < self.cfg.text_drop_prob)[:, None]  # (B, 1)
             L = text_ids.shape[1]  # left padding: the empty prompt's real tokens sit at the right end
@@ -251,14 +269,15 @@ class ARModel(nn.Module):
 
     @torch.no_grad()
     def generate(self, prompts, num_keyframes, *, var_scale=1.0, temperature=1.0, cfg_scale=1.0,
-                 generator=None, use_cache=True):
+                 generator=None, use_cache=True, prefix=None):
         """Sample deep tokens (B, num_keyframes, N_q, C) float32 for B prompts, token by token (Eq. 2).
 
         GMM: a component from softmax(logits / temperature) (0 = argmax), then mean + sqrt(var_scale
         * var) * noise (the released model uses var_scale 0.01; 0 = the component mean); Gaussian head:
         var_scale only; L2 head: deterministic. cfg_scale: see the module docstring. Sampled
         values are fed back as inputs. use_cache=True decodes incrementally with the backbone's KV
-        cache; False recomputes the whole sequence every step (same draws, same tokens)."""
+        cache; False recomputes the whole sequence every step (same draws, same tokens).
+        prefix (B, P, N_q, C): the first P keyframes are given (deep-token units), the model continues them."""
         cfg = self.cfg
         if num_keyframes > cfg.max_keyframes:
             raise ValueError(f"num_keyframes={num_keyframes} but the model's frame embedding covers "
@@ -272,12 +291,18 @@ class ARModel(nn.Module):
         text = self.backbone.get_input_embeddings()(ids)  # (B', L, W), B' = 2B with guidance
         L = text.shape[1]
         fed = torch.zeros(ids.shape[0], num_keyframes, Nq, cfg.token_dim, device=dev)  # inputs fed back
+        first = 0 if prefix is None else prefix.shape[1]  # keyframes given
+        if first:
+            if prefix.shape[0] != B or prefix.shape[2:] != fed.shape[2:] or first > num_keyframes:
+                raise ValueError(f"prefix of shape {tuple(prefix.shape)} does not fit {B} prompts, "
+                                 f"{num_keyframes} keyframes of ({Nq}, {cfg.token_dim})")
+            fed[:, :first] = ((prefix.to(dev) - self.token_mean) / self.token_std).repeat(ids.shape[0] // B, 1, 1, 1)
         mask = torch.cat([tmask, tmask.new_ones(ids.shape[0], num_keyframes * (Nq + 1))], 1)
         cache, done = None, 0  # positions already in the cache
-        for f in range(num_keyframes):
+        for f in range(first, num_keyframes):
             for m in range(Nq):
                 end = L + f * (Nq + 1) + 1 + m  # the input at end - 1 predicts q_(f,m)
-                f0 = max(f - 1, 0) if use_cache else 0  # frames whose inputs this step may need
+                f0 = max(f - 1, 0) if use_cache and done else 0  # frames whose inputs this step may need
                 seq = self._visual_inputs(fed[:, f0:f + 1], frame0=f0).flatten(1, 2).to(text.dtype)
                 offset = L + f0 * (Nq + 1)
                 if f0 == 0:
@@ -291,7 +316,7 @@ class ARModel(nn.Module):
                 fed[:, f, m] = q.repeat(2, 1) if guided else q
                 done = end
         self.train(was_training)
-        return fed[:B].clone()  # (B, num_keyframes, N_q, C)
+        return fed[:B] * self.token_std + self.token_mean  # (B, num_keyframes, N_q, C), deep-token units
 
     def flop_params(self):
         """Parameters that cost FLOPs per token: all but the lookup tables (token, frame-index, position)."""

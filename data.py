@@ -65,21 +65,23 @@ def shape_mask(shape, cx, cy, radius, size, supersample=4):
     return inside.reshape(size, s, size, s).mean(axis=(1, 3))
 
 
-def object_track(direction, num_frames, size, radius, speed, rng):
+def object_track(direction, num_frames, size, radius, speed, rng, clear_frames=8):
     """Centre positions (num_frames, 2) of an object moving `speed` px/frame, bouncing off the edges.
 
-    Moving objects start in the first third of their travel range, so the caption's
-    direction holds for at least the first stretch of the video.
+    Moving objects start anywhere they reach no wall within their first `clear_frames` frames (the
+    first clip shows the caption's direction). Starting them in the first third of their range, as
+    this set once did, let the AR model read the direction off keyframe 0's position and ignore the
+    caption (NOTES.md, 2026-11-29).
     """
     lo, hi = radius + 0.5, size - radius - 0.5
-    span = hi - lo
     pos = rng.uniform(lo, hi, size=2)
     vel = np.array(DIRECTIONS[direction], dtype=np.float64) * speed
+    reach = min(clear_frames * speed, (hi - lo) / 2)
     for axis in range(2):
         if vel[axis] > 0:
-            pos[axis] = lo + rng.uniform(0, span / 3)
+            pos[axis] = rng.uniform(lo, hi - reach)
         elif vel[axis] < 0:
-            pos[axis] = hi - rng.uniform(0, span / 3)
+            pos[axis] = rng.uniform(lo + reach, hi)
     track = np.empty((num_frames, 2))
     for i in range(num_frames):
         track[i] = pos

@@ -324,22 +324,24 @@ def read_log_csv(path):
 
 
 def read_ar_log(log_csv, stdout_log):
-    """AR loss curves {'train loss': [(iter, loss)], 'val loss': [...]}: from out_dir/log.csv if train_ar.py
-    writes one (same format as the tokenizer's), else parsed from its printed lines
-    'iter N: loss X, ...' and 'step N: val loss X, ...' kept in logs/."""
+    """AR curves {'train loss': [(iter, loss)], 'val loss': [...], 'generated / still': [...]}: from
+    out_dir/log.csv if train_ar.py writes one (same format as the tokenizer's), else parsed from its printed
+    lines 'iter N: loss X, ...' and 'step N: val loss X, generated keyframes' error / still R, ...' in logs/."""
     log = read_log_csv(log_csv)
     if log["train"]:
         return {"train loss": log["train"].get("loss", []), "val loss": log["eval"].get("val_loss", [])}
-    train, val = {}, {}
+    train, val, gen = {}, {}, {}
     if os.path.isfile(stdout_log):
         with open(stdout_log, errors="replace") as f:
             for line in f:
                 if m := re.match(r"iter (\d+): loss (\S+?),", line):
                     train[int(m.group(1))] = float(m.group(2))
-                elif m := re.match(r"step (\d+): val loss (\S+?),", line):
+                elif m := re.match(r"step (\d+): val loss (\S+?),( generated keyframes' error / still (\S+?),)?", line):
                     val[int(m.group(1))] = float(m.group(2))
+                    if m.group(4):
+                        gen[int(m.group(1))] = float(m.group(4))
     clean = lambda d: sorted((k, v) for k, v in d.items() if math.isfinite(v))  # noqa: E731
-    return {"train loss": clean(train), "val loss": clean(val)}
+    return {"train loss": clean(train), "val loss": clean(val), "generated / still": clean(gen)}
 
 
 # -----------------------------------------------------------------------------

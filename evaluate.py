@@ -224,8 +224,8 @@ def expected_directions(direction, got, size, num_frames, clip_frames=8, speed=S
     num_clips = max((num_frames - 1) // clip_frames, 0)
     if direction == "still":
         return ["still"] * num_clips
-    # the first clip whatever the walls: ground truth starts in the first third of its range (data.object_track)
-    # and reaches no wall before its third clip; an object that turns at once never shows its caption's motion
+    # the first clip whatever the walls: ground truth reaches no wall in its first clip (data.object_track); an
+    # object that turns at once never shows its caption's motion
     out = [direction]
     if got["shape"] is None or got["centroids"][0] is None:
         return (out + [None] * num_clips)[:num_clips]

@@ -58,6 +58,7 @@ loss = "gmm"  # "gmm" | "gaussian" | "l2" (paper Table 4)
 gmm_k = 16
 text_drop_prob = 0.1
 visual_drop_prob = 0.05
+token_norm = False  # standardise deep tokens per (token, channel) with the training set's statistics (scratch only)
 # sampling defaults, stored in the checkpoint's config for sample.py (its flags override); the paper's release values
 sample_temperature = 1.0  # mixture-component temperature (0 = the most likely component)
 sample_var_scale = 0.01  # GMM variance scale
@@ -116,6 +117,16 @@ def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, ma
         out[split] = {"tokens": torch.cat([F.pad(c[0], (0, 0, 0, 0, 0, T - c[0].shape[1])) for c in chunks]),
                       "num_keyframes": torch.cat([c[1] for c in chunks]), "captions": sum((c[2] for c in chunks), [])}
     return out
+
+
+def real_keyframes(*sets):
+    """Every real (not padding) training keyframe of the token sets: (M, N_q, C)."""
+    rows = []
+    for d in sets:
+        if d is not None:
+            s = d["train"]
+            rows.append(s["tokens"][torch.arange(s["tokens"].shape[1]) < s["num_keyframes"][:, None]])
+    return torch.cat(rows)
 
 
 class Batches:
@@ -220,7 +231,8 @@ def main(config):
     ckpt, iter_num, start_iter = None, 0, 0
     if init_from == "scratch":
         cfg = ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes, text_len=text_len,
-                       loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob)
+                       loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
+                       token_norm=token_norm)
         source = backbone
     else:
         source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
@@ -244,6 +256,10 @@ def main(config):
             f"loaded {len(ckpt['model']) - len(skipped)} tensors" + (
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
             f"{src_loss} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), {head_init}" if skipped else ""))
+    if init_from == "scratch" and token_norm:
+        raw_model.set_token_stats(real_keyframes(images, videos))
+        log(f"token_norm: deep-token std per (token, channel) from {raw_model.token_std.min():.3g} to "
+            f"{raw_model.token_std.max():.3g} over the training keyframes")
     raw_model.to(dev)
     n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "
@@ -301,6 +317,27 @@ def main(config):
             dist.all_reduce(total)
         return total.item() / (eval_iters * world)
 
+    gen_rows = None
+    if videos is not None and len(videos["val"]["tokens"]):
+        full = (videos["val"]["num_keyframes"] == max_keyframes).nonzero().flatten()[:64]  # whole-length videos
+        gen_rows = (videos["val"]["tokens"][full], [videos["val"]["captions"][i] for i in full]) if len(full) else None
+
+    @torch.no_grad()
+    def continuation_error():
+        """What the model generates, where the NLL does not show it (it fell while generated motion was lost,
+        NOTES.md): from the first real keyframe of up to 64 held-out videos, the most likely continuation
+        (temperature 0, no noise, no guidance) against the real keyframes, as the ratio of its squared error
+        to that of repeating keyframe 0 (standardised units when token_norm). < 1: the model moves things."""
+        if gen_rows is None:
+            return float("nan")
+        real, captions = gen_rows[0].to(dev), gen_rows[1]  # (n, T, N_q, C)
+        made = raw_model.generate(captions, real.shape[1], var_scale=0.0, temperature=0.0, prefix=real[:, :1],
+                                  generator=torch.Generator(dev).manual_seed(0))  # the training RNG stays put
+        scale = raw_model.token_std
+        err = (((made - real) / scale)[:, 1:] ** 2).mean()
+        still = (((real[:, :1] - real) / scale)[:, 1:] ** 2).mean()
+        return (err / still).item()
+
     def check_sync():
         """Parameter checksum, asserted equal on every rank."""
         total = sum(p.detach().double().sum() for p in raw_model.parameters())
@@ -341,7 +378,9 @@ def main(config):
             group["lr"] = lr
         if iter_num % eval_interval == 0 or iter_num == max_iters:
             val_loss, checksum = estimate_loss(), check_sync()
-            log(f"step {iter_num}: val loss {val_loss:.4f}, parameter checksum {checksum:.6f}"
+            gen_error = continuation_error() if master else float("nan")
+            log(f"step {iter_num}: val loss {val_loss:.4f}, generated keyframes' error / still {gen_error:.3f}, "
+                f"parameter checksum {checksum:.6f}"
                 + (f" (same on all {world} ranks)" if ddp else ""))
             if iter_num > start_iter:
                 save_checkpoint(val_loss)

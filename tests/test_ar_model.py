@@ -88,11 +88,46 @@ def test_generate_kv_cache_matches_recompute(model, cfg_scale):
     assert (a - c).abs().mean() > 0.1  # and the draws do matter
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_generate_continues_a_prefix(model, use_cache):
+    """Deterministic decoding (most likely component, no noise) continues its own first keyframes exactly,
+    and another prefix changes the continuation."""
+    kw = dict(var_scale=0.0, temperature=0.0, use_cache=use_cache)
+    whole = model.generate(PROMPTS, 3, **kw)
+    for first in (1, 2):
+        torch.testing.assert_close(model.generate(PROMPTS, 3, prefix=whole[:, :first], **kw), whole,
+                                   atol=1e-5, rtol=1e-5)
+    other = torch.randn(2, 1, 4, 8, generator=torch.Generator().manual_seed(5))
+    cont = model.generate(PROMPTS, 3, prefix=other, **kw)
+    assert torch.equal(cont[:, :1], other) and (cont[:, 1:] - whole[:, 1:]).abs().mean() > 1e-4  # untrained: small
+    with pytest.raises(ValueError, match="prefix of shape"):
+        model.generate(PROMPTS, 3, prefix=other[:1], **kw)
+
+
 def test_generate_padded_equals_unpadded(model):
     alone = model.generate(PROMPTS[:1], 3, var_scale=0.0, temperature=0.0)  # no padding at all (trimmed)
     batch = model.generate([PROMPTS[0], LONG], 3, var_scale=0.0, temperature=0.0)  # left-padded to LONG
     torch.testing.assert_close(batch[:1], alone, atol=1e-5, rtol=1e-5)
     assert (batch[0] - batch[1]).abs().max() > 1e-3
+
+
+def test_token_norm_standardises_what_the_model_reads_and_returns():
+    """token_norm: the model on raw tokens == the same weights without it on standardised tokens; generate()
+    maps back to deep-token units."""
+    g = torch.Generator().manual_seed(3)
+    tokens = 5.0 + torch.randn(2, 3, 4, 8, generator=g) * torch.linspace(0.1, 3.0, 8)  # wide and narrow channels
+    normed, plain = tiny(loss="l2", token_norm=True), tiny(loss="l2")
+    normed.set_token_stats(tokens.flatten(0, 1))
+    torch.testing.assert_close(normed.token_std, tokens.flatten(0, 1).std(0))
+    plain.load_state_dict(normed.state_dict() | {"token_mean": plain.token_mean, "token_std": plain.token_std})
+    standard = (tokens - tokens.flatten(0, 1).mean(0)) / tokens.flatten(0, 1).std(0)
+    torch.testing.assert_close(per_position_loss(normed, PROMPTS, tokens), per_position_loss(plain, PROMPTS, standard))
+    out = normed.generate(PROMPTS, 2)  # the L2 head is deterministic
+    torch.testing.assert_close(out, plain.generate(PROMPTS, 2) * normed.token_std + normed.token_mean)
+    again = ARModel.from_checkpoint({"model": normed.state_dict(), "model_config": vars(normed.cfg)})
+    torch.testing.assert_close(again.generate(PROMPTS, 2), out)  # the statistics travel with the weights
+    with pytest.raises(ValueError, match="token_norm=True"):
+        plain.set_token_stats(tokens.flatten(0, 1))
 
 
 def test_too_many_keyframes():

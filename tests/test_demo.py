@@ -78,9 +78,9 @@ def test_log_parsing_keeps_the_last_value_of_a_resumed_iteration(tmp_path):
     assert log["eval"]["psnr"] == [(0, 5.0), (50, 7.5)]
     stdout = tmp_path / "ar.log"
     stdout.write_text("step 0: val loss nan, parameter checksum 1.0\niter 10: loss 1.2500, lr 1e-3, 5 tok/s\n"
-                      "step 10: val loss 1.1000, parameter checksum 2.0\n")
-    assert demo.read_ar_log(str(tmp_path / "none.csv"), str(stdout)) == {"train loss": [(10, 1.25)],
-                                                                         "val loss": [(10, 1.1)]}
+                      "step 10: val loss 1.1000, generated keyframes' error / still 0.625, parameter checksum 2.0\n")
+    assert demo.read_ar_log(str(tmp_path / "none.csv"), str(stdout)) == {
+        "train loss": [(10, 1.25)], "val loss": [(10, 1.1)], "generated / still": [(10, 0.625)]}
 
 
 def test_plots_draw_their_lines():

@@ -164,9 +164,9 @@ def test_wrong_direction_fails(truth):
     swapped = [captions[i].replace(captions[i].split()[-1], OPPOSITE[captions[i].split()[-1]]) for i in moving]
     scores, _ = ev.score_shapes([videos[i] for i in moving], swapped)
     assert scores["direction"] == 0.0 and scores["color"] == 1.0 and scores["shape"] == 1.0
-    # backwards: the first 17 frames reach no wall (data.object_track starts in the first third of the range);
-    # a whole bouncing video played backwards is a lawful track of its caption again
-    backwards = [videos[i][:17][::-1] for i in moving]
+    # backwards: the first clip reaches no wall (data.object_track); a whole bouncing video played backwards is a
+    # lawful track of its caption again
+    backwards = [videos[i][:9][::-1] for i in moving]
     scores, _ = ev.score_shapes(backwards, [captions[i] for i in moving])
     assert scores["direction"] == 0.0 and scores["all"] == 0.0 and scores["present"] == 1.0
 

@@ -121,6 +121,19 @@ def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys)
         train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1), capsys)
 
 
+def test_token_norm_statistics_from_the_training_keyframes(token_dir, tmp_path, capsys):
+    import train_ar
+    log = train(common(token_dir, str(tmp_path), token_norm=True, max_iters=1, eval_interval=1), capsys)
+    assert "token_norm: deep-token std per (token, channel)" in log
+    state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
+    sets = [train_ar.load_tokens(token_dir, kind, k, 0.25) for kind, k in (("images", 1), ("videos", 3))]
+    real = torch.cat([s["train"]["tokens"][torch.arange(s["train"]["tokens"].shape[1]) < s["train"]["num_keyframes"][:, None]]
+                      for s in sets])  # (M, N_q, C): padding keyframes left out
+    assert len(real) < sum(s["train"]["tokens"].shape[0] * s["train"]["tokens"].shape[1] for s in sets)
+    torch.testing.assert_close(state["token_mean"], real.mean(0))
+    torch.testing.assert_close(state["token_std"], real.std(0))
+
+
 def test_data_split_and_motion_filter(token_dir):
     import train_ar
     full = train_ar.load_tokens(token_dir, "videos", 3, 0.25)
