@@ -41,5 +41,7 @@ ddim_steps = 25  # the steps these measurements used
 # channels (32, 64, 128) after 7,200 clips 4%, 3.8 px).
 unet_channels = (32, 48, 96)
 batch_size = 12
-max_iters = 1300
-eval_interval = 650
+# Twice the 1,300 steps chosen above for a 12-minute budget: on 3 seeds each, the in-between frames' direction went from
+# 77-95% to 91-96% (mean of 4 evaluation seeds) and PSNR from 19.3-19.9 to 21.1-21.7 dB (batch 6 for 2,600 steps: 32%).
+max_iters = 2600
+eval_interval = 1300
