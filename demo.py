@@ -1,7 +1,7 @@
 """
 The whole of nanoDiCoDe from scratch on a CPU, in one command:
 
-    python demo.py            # about 26 minutes on a 2-core CPU (48 tokenizer clips/s) -> out/demo/
+    python demo.py            # about 27 minutes on a 2-core CPU (48 tokenizer clips/s) -> out/demo/
     python demo.py --smoke    # every stage for a few steps on tiny data and models (< 2 minutes) -> out/smoke/
 
 Each stage is the README's command, run as a subprocess (its output streamed here and kept
@@ -42,7 +42,7 @@ NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
 CLIP_PRETRAIN_ITERS = 0  # random frozen E: see config/shapes.py
 TOKENIZER_ITERS = 2600  # batch 12, ~0.25 s/iter on this 2-core CPU (config/shapes.py says how it was chosen)
 TOKENIZER_EVAL_INTERVAL = 1300
-AR_ITERS = (400, 800, 400, 200)  # stages 1-4: images L2, images + videos L2, images + videos GMM, moving videos GMM
+AR_ITERS = (400, 1200, 300, 200)  # stages 1-4: images L2, videos L2, videos GMM, moving videos GMM
 AR_EVAL_INTERVAL = 200
 KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
 NUM_KEYFRAMES = 5  # sampled videos: 5 keyframes = 33 frames = 4 s; the analyser scores every frame

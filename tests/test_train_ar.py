@@ -152,8 +152,8 @@ def test_stage_configs():
     defaults = {k: v for k, v in vars(train_ar).items() if not k.startswith("_")}
     stages = [apply_config(dict(defaults), [os.path.join(ROOT, f"config/ar_shapes_stage{i}.py")]) for i in range(1, 5)]
     assert [s["loss"] for s in stages] == ["l2", "l2", "gmm", "gmm"]
-    assert [s["image_video_ratio"] for s in stages] == [1.0, 0.2, 0.2, 0.0] and stages[3]["min_motion"] > 0
-    assert stages[0]["token_norm"] and [s["learning_rate"] for s in stages] == [1e-3, 1e-3, 1e-3, 3e-4]
+    assert [s["image_video_ratio"] for s in stages] == [1.0, 0.0, 0.0, 0.0] and stages[3]["min_motion"] > 0
+    assert stages[0]["token_norm"] and [s["learning_rate"] for s in stages] == [1e-3, 1e-3, 1e-4, 3e-5]
     assert [s["sample_temperature"] for s in stages] == [1.0, 1.0, 0.0, 0.0]  # the GMM stages sample the argmax
     for prev, nxt in zip(stages, stages[1:]):
         assert nxt["init_from"] == prev["out_dir"] + "/ckpt.pt" and nxt["max_keyframes"] == prev["max_keyframes"]
