@@ -6,7 +6,7 @@
 out_dir = "out/ar_shapes_stage2"
 init_from = "out/ar_shapes_stage1/ckpt.pt"
 data_dir = "data/shapes_tokens"
-image_video_ratio = 0.0  # videos only: 1,200 steps took keyframe 1's direction (generated from text) to 99% (NOTES.md)
+image_video_ratio = 0.0  # videos only: 1,200 steps took keyframe 1's direction from text to 99% on seed 0's tokens (NOTES.md)
 loss = "l2"
 max_keyframes = 5
 batch_size = 16
