@@ -76,6 +76,7 @@ beta1 = 0.9
 beta2 = 0.98
 adam_eps = 1e-6
 grad_clip = 1.0  # 0 = off
+max_bad_steps = 10  # a non-finite loss or gradient skips the update; this many in a row stop the run
 # system
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
@@ -93,15 +94,19 @@ def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, ma
     """All `{kind}_*.safetensors` shards -> {"train": set, "val": set}, or None if there are none.
 
     A set is {"tokens": (N, T, N_q, C), "num_keyframes": (N,), "captions": [N]}, T <= max_keyframes.
-    Videos outside [min_motion, max_motion] are dropped (a NaN score fails any bound). A row is
-    held out when crc32("shard:row") / 2^32 < val_fraction, whatever the other rows and filters."""
+    Videos outside [min_motion, max_motion] are dropped (a NaN score fails any bound), and rows whose tokens
+    are not all finite, with a warning. A row is held out when crc32("shard:row") / 2^32 < val_fraction,
+    whatever the other rows and filters."""
     paths = sorted(glob.glob(os.path.join(data_dir, f"{kind}_*.safetensors")))
     if not paths:
         return None
     parts = {"train": [], "val": []}
     for path in paths:
         tokens, nk, captions, motion = load_token_shard(path)  # (N, K, N_q, C), (N,), [N], (N,)
-        keep = nk > 0
+        finite = torch.isfinite(tokens).flatten(1).all(1)
+        if not finite.all():
+            print(f"warning: {path}: {int((~finite).sum())} of {len(nk)} rows hold NaN/inf tokens; skipped")
+        keep = (nk > 0) & finite
         if min_motion is not None:
             keep &= motion >= min_motion
         if max_motion is not None:
@@ -372,6 +377,7 @@ def main(config):
         return time.time(), 0, 0.0, torch.zeros((), device=dev), 0
 
     t0, tokens_seen, flops, loss_sum, steps = new_window()
+    bad_steps = 0
     while True:
         lr = get_lr(iter_num)
         for group in optimizer.param_groups:
@@ -398,10 +404,19 @@ def main(config):
             tokens_seen += B * S
             flops += B * S * raw_model.flops_per_token(S, n_flop_params)
             loss_sum += loss_value.detach().float()  # no host sync until the log line
-        if grad_clip > 0:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip)
-        scaler.step(optimizer)
+        scaler.unscale_(optimizer)  # true gradients for the norm (and the clip)
+        grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+        if torch.isfinite(grad_norm):  # the same on every rank: gradients are summed before this
+            bad_steps = 0
+            scaler.step(optimizer)
+        else:  # a NaN/inf loss or gradient: no update, so the weights (and any checkpoint) stay good
+            bad_steps += 1
+            log(f"iter {iter_num}: non-finite gradient norm ({grad_norm.item()}), update skipped "
+                f"({bad_steps} in a row)")
+            if bad_steps >= max_bad_steps:
+                raise SystemExit(f"train_ar.py: {bad_steps} non-finite steps in a row (iters "
+                                 f"{iter_num - bad_steps + 1}-{iter_num}), none of them applied: stopped. "
+                                 f"Check the data in {data_dir} for NaN/inf, or lower learning_rate")
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         iter_num, steps = iter_num + 1, steps + 1

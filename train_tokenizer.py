@@ -82,7 +82,8 @@ max_iters = 2000
 weight_decay = 0.0
 beta1 = 0.9
 beta2 = 0.999
-grad_clip = 1.0
+grad_clip = 1.0  # 0 = off
+max_bad_steps = 10  # a non-finite loss or gradient skips the update; this many in a row stop the run
 # system
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "float32"  # or "bfloat16" (autocast)
@@ -369,6 +370,7 @@ if __name__ == "__main__":
     log = open(os.path.join(out_dir, "log.csv"), "a")
     t0, train_time, clips_seen = time.time(), 0.0, 0
     model.train()
+    bad_steps = 0
     start_iter = iter_num  # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
     while True:
         if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
@@ -394,9 +396,18 @@ if __name__ == "__main__":
             with sync, autocast:
                 loss = train_model(clips, stride, drop) / grad_accum
             loss.backward()
-        if grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+        if torch.isfinite(grad_norm):  # the same on every rank: gradients are summed before this
+            bad_steps = 0
+            optimizer.step()
+        else:  # a NaN/inf loss or gradient: no update, so the weights (and any checkpoint) stay good
+            bad_steps += 1
+            print(f"iter {iter_num}: non-finite gradient norm ({grad_norm.item()}), update skipped "
+                  f"({bad_steps} in a row)") if master else None
+            if bad_steps >= max_bad_steps:
+                raise SystemExit(f"train_tokenizer.py: {bad_steps} non-finite steps in a row (iters "
+                                 f"{iter_num - bad_steps + 1}-{iter_num}), none of them applied: stopped. "
+                                 f"Lower learning_rate, or check the videos in {manifest}")
         optimizer.zero_grad(set_to_none=True)
         iter_num += 1
         clips_seen += batch_size * grad_accum * world_size

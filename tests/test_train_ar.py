@@ -1,4 +1,5 @@
 """Tests of train_ar.py on small synthetic deep-token shards (N_q=4, C=8)."""
+import collections
 import os
 import re
 import runpy
@@ -145,6 +146,52 @@ def test_data_split_and_motion_filter(token_dir):
     assert moving["train"]["tokens"].shape[1:] == (2, 4, 8) and moving["train"]["num_keyframes"].max() == 2
     rows = lambda s: {tuple(r) for r in s["tokens"][:, :2].flatten(1).tolist()}  # noqa: E731
     assert rows(moving["val"]) <= rows(full["val"])  # filtering keeps the held-out rows held out
+
+
+def test_rows_with_non_finite_tokens_are_skipped_with_a_warning(tmp_path, capsys):
+    import train_ar
+    out = write_shards(str(tmp_path))
+    path = os.path.join(out, "videos_000.safetensors")
+    tokens, nk, caps, motion = data.load_token_shard(path)
+    tokens[3, 1, 2, 5], tokens[10, 0, 0, 0] = float("nan"), float("inf")
+    data.save_token_shard(path, tokens, nk, caps, motion)
+    sets = train_ar.load_tokens(out, "videos", 3, 0.25)
+    assert "videos_000.safetensors: 2 of 24 rows hold NaN/inf tokens; skipped" in capsys.readouterr().out
+    kept = sets["train"]["captions"] + sets["val"]["captions"]
+    assert collections.Counter(caps) - collections.Counter(kept) == collections.Counter([caps[3], caps[10]])
+    assert all(torch.isfinite(s["tokens"]).all() for s in sets.values())
+
+
+def nan_from_step(first_bad, monkeypatch):
+    """Make every training forward pass from step `first_bad` on return a NaN loss."""
+    from ar_model import ARModel
+    forward, calls = ARModel.forward, []
+
+    def poisoned(self, *args, **kw):
+        loss = forward(self, *args, **kw)
+        if self.training:
+            calls.append(None)
+            if len(calls) > first_bad:
+                return loss * float("nan")
+        return loss
+    monkeypatch.setattr(ARModel, "forward", poisoned)
+
+
+def test_non_finite_steps_are_skipped_then_stop_the_run(token_dir, tmp_path, monkeypatch, capsys):
+    """A NaN loss leaves the weights as they were; max_bad_steps of them in a row stop the run with a clear
+    message, and the checkpoints written meanwhile hold the last good weights."""
+    kw = dict(max_iters=40, eval_interval=3, max_bad_steps=5)
+    train(common(token_dir, str(tmp_path / "good"), **(kw | dict(max_iters=3))), capsys)
+    nan_from_step(3, monkeypatch)
+    with pytest.raises(SystemExit, match=r"5 non-finite steps in a row \(iters 3-7\), none of them applied: stopped"):
+        train(common(token_dir, str(tmp_path / "bad"), **kw), capsys)
+    log = capsys.readouterr().out
+    assert [int(i) for i in re.findall(r"iter (\d+): non-finite gradient norm \(nan\), update skipped", log)] == [3, 4, 5, 6, 7]
+    good = torch.load(tmp_path / "good" / "ckpt.pt", weights_only=True)
+    bad = torch.load(tmp_path / "bad" / "ckpt.pt", weights_only=True)
+    assert bad["iter_num"] == 6  # saved after three skipped steps: the weights of step 3
+    for key in good["model"]:
+        assert torch.equal(good["model"][key], bad["model"][key]), key
 
 
 def test_stage_configs():

@@ -51,6 +51,19 @@ def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
     assert ckpt["iter_num"] == 2 and ckpt["config"]["n_queries"] == 4
 
 
+def test_diverged_run_skips_non_finite_steps_then_stops(shapes_dir, tmp_path):
+    """lr 1e30: the first update blows the weights up, the next losses are NaN; each such step is skipped
+    with a log line and max_bad_steps of them in a row end the run with a message, not a traceback."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={tmp_path}"] + TINY + [
+        "--learning_rate=1e30", "--max_iters=50", "--eval_interval=50", "--max_bad_steps=3"]
+    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "3 non-finite steps in a row (iters 1-3), none of them applied: stopped" in result.stderr
+    assert [line.split(":")[0] for line in result.stdout.splitlines() if "update skipped" in line] == [
+        "iter 1", "iter 2", "iter 3"]
+
+
 def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     result = subprocess.run([sys.executable, "train_tokenizer.py", "--n_querys=4"], cwd=ROOT, env=env,
