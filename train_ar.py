@@ -222,7 +222,10 @@ def main(config):
     log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
     torch.manual_seed(seed + rank)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    ptdtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise SystemExit(f"train_ar.py: dtype must be one of {sorted(dtypes)}, got {dtype!r}")
+    ptdtype = dtypes[dtype]
     ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
 
     # data (held in RAM)
@@ -290,6 +293,8 @@ def main(config):
     scaler = torch.amp.GradScaler(device_type, enabled=dtype == "float16")
     if init_from == "resume":
         optimizer.load_state_dict(ckpt["optimizer"])
+        if ckpt.get("scaler"):  # float16: the loss scale carries on where it was
+            scaler.load_state_dict(ckpt["scaler"])
         if len(ckpt["rng"]) == world:
             state = ckpt["rng"][rank]
             torch.set_rng_state(state["torch"])
@@ -366,7 +371,8 @@ def main(config):
             os.makedirs(out_dir, exist_ok=True)
             path = os.path.join(out_dir, "ckpt.pt")
             torch.save({"model": raw_model.state_dict(), "model_config": asdict(raw_model.cfg),
-                        "optimizer": optimizer.state_dict(), "iter_num": iter_num, "val_loss": val_loss,
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
+                        "val_loss": val_loss,
                         "config": config, "rng": rngs}, path + ".tmp")
             os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
             log(f"saved {path}")

@@ -278,6 +278,8 @@ def save_checkpoint(path, **state):
 
 if __name__ == "__main__":
     config = configure(globals(), sys.argv[1:])
+    if dtype not in ("float32", "bfloat16"):
+        sys.exit(f"train_tokenizer.py: dtype must be 'float32' or 'bfloat16' (autocast), got {dtype!r}")
     ddp = int(os.environ.get("RANK", -1)) != -1
     if ddp:
         dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")

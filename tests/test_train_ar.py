@@ -98,6 +98,29 @@ def test_resume_is_exact(token_dir, tmp_path, capsys):
     assert model.generate(["a red circle"], 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 4, 8)
 
 
+def test_float16_resume_keeps_the_loss_scale(token_dir, tmp_path, capsys):
+    """float16 autocast with a GradScaler: its scale is saved and restored, so resume stays exact."""
+    kw = dict(max_iters=6, eval_interval=3, dtype="float16")
+    train(common(token_dir, str(tmp_path / "straight"), **kw), capsys)
+    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=3))), capsys)
+    half = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)
+    assert half["scaler"]["scale"] == 2.0 ** 16  # GradScaler's initial scale; it grows every 2,000 good steps
+    half["scaler"]["scale"] = 1024.0  # as after a few overflows: a resume must carry it on, not start afresh
+    os.makedirs(tmp_path / "rescaled")
+    torch.save(half, tmp_path / "rescaled" / "ckpt.pt")
+    for name in ("resumed", "rescaled"):
+        train(common(token_dir, str(tmp_path / name), init_from="resume", **kw), capsys)
+    a, b, c = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("straight", "resumed", "rescaled"))
+    assert a["scaler"]["scale"] == b["scaler"]["scale"] == 2.0 ** 16 and c["scaler"]["scale"] == 1024.0
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+
+
+def test_unknown_dtype_is_a_clear_error(token_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit, match="dtype must be one of .*got 'bf16'"):
+        train(common(token_dir, str(tmp_path), dtype="bf16", max_iters=1), capsys)
+
+
 def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys):
     train(common(token_dir, str(tmp_path / "s1"), loss="l2", max_iters=2, eval_interval=2, image_video_ratio=1.0), capsys)
     src = str(tmp_path / "s1" / "ckpt.pt")

@@ -70,3 +70,6 @@ def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "unknown config key 'n_querys'" in result.stderr
     assert "Traceback" not in result.stderr
+    result = subprocess.run([sys.executable, "train_tokenizer.py", "--dtype=bf16"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "dtype must be 'float32' or 'bfloat16' (autocast), got 'bf16'" in result.stderr
