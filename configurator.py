@@ -8,7 +8,8 @@ Each argument is either a plain-Python config file (`config/shapes.py`), execute
 its names applied in order, or a `--key=value` override. Only keys that already exist
 as globals can be set, and a value must have the type of the default (an int may set a
 float; a default of None accepts anything), so a typo is an error naming the key,
-never a silent new global.
+never a silent new global. A resumed run checks its settings against the checkpoint's
+(`check_resume`).
 """
 import ast
 import sys
@@ -85,3 +86,25 @@ def configure(defaults, argv):
         return apply_config(defaults, argv)
     except ConfigError as e:
         sys.exit(f"config error: {e}")
+
+
+# settings that steer a run without changing what it computes: a resume may change them
+RUN_ONLY = ("out_dir", "init_from", "override_on_resume", "device", "compile", "log_interval", "eval_interval",
+            "eval_iters", "max_bad_steps")
+
+
+def resume_conflicts(saved, current, override_on_resume="", run_only=RUN_ONLY):
+    """[(key, value now, value in the checkpoint)] for every setting that differs from the checkpoint's, except
+    the run-only ones and those named in override_on_resume (comma-separated keys)."""
+    allowed = set(run_only) | {k.strip() for k in override_on_resume.split(",") if k.strip()}
+    return [(k, v, saved[k]) for k, v in sorted(current.items())
+            if k not in allowed and k in saved and saved[k] != v]
+
+
+def check_resume(saved, current, ckpt_path, run_only=RUN_ONLY):
+    """Exit with one line listing the settings that differ from the checkpoint's, unless overridden by name."""
+    bad = resume_conflicts(saved, current, current.get("override_on_resume", ""), run_only)
+    if bad:
+        sys.exit(f"config error: resuming {ckpt_path} with other settings than it was trained with: "
+                 + "; ".join(f"{k}={now!r} (checkpoint: {was!r})" for k, now, was in bad)
+                 + f". Use the checkpoint's, or accept them with --override_on_resume={','.join(k for k, _, _ in bad)}")

@@ -36,6 +36,8 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
+from configurator import RUN_ONLY, ConfigError, apply_config, resume_conflicts
+
 # -----------------------------------------------------------------------------
 # settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU; README, "Results", says where it stands)
 NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
@@ -119,6 +121,20 @@ class Pipeline:
         print(f"\n=== {name}: skipped ({why})", flush=True)
         self.timings[name] = 0.0
 
+    def resumable(self, name, ckpt, settings):
+        """An interrupted stage resumes only if its checkpoint was trained with the settings (config files and
+        flags) it would run with now; otherwise it starts over, with a line saying what changed."""
+        saved = checkpoint_config(ckpt)
+        run_only = RUN_ONLY + ("max_iters",) if name.startswith("ar_") else RUN_ONLY  # as the trainers' checks
+        try:
+            changed = "; ".join(f"{k}: {was!r} -> {now!r}" for k, now, was in
+                                resume_conflicts(saved, apply_config(dict(saved), settings), run_only=run_only))
+        except ConfigError as e:  # a setting the checkpoint does not know: written by other code
+            changed = str(e)
+        if changed:
+            print(f"\n=== {name}: {ckpt} was trained with other settings ({changed}): starting over", flush=True)
+        return not changed
+
     # ------------------------------------------------------------- the stages
     def make_data(self):
         manifest = os.path.join(self.data, "videos.csv")
@@ -141,7 +157,7 @@ class Pipeline:
                f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
                f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
                f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"]
-        resume = fresh and it > 0
+        resume = fresh and it > 0 and self.resumable("tokenizer", ckpt, cmd[1:])
         self.run("tokenizer", cmd + (["--init_from=resume"] if resume else []), "a" if resume else "w")
 
     def encode(self):
@@ -167,12 +183,12 @@ class Pipeline:
             if fresh and it >= iters:
                 self.skip(name, f"{ckpt} at iter {it}")
                 continue
-            resume = fresh and it > 0
+            settings = [f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}", f"--out_dir={out_dir}",
+                        f"--max_iters={iters}", f"--lr_decay_iters={iters}",
+                        f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}", f"--seed={self.seed}"] + self.s["AR_FLAGS"]
+            resume = fresh and it > 0 and self.resumable(name, ckpt, settings)
             init = "resume" if resume else ("scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt"))
-            self.run(name, ["train_ar.py", f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}",
-                            f"--out_dir={out_dir}", f"--init_from={init}", f"--max_iters={iters}",
-                            f"--lr_decay_iters={iters}", f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}",
-                            f"--seed={self.seed}"] + self.s["AR_FLAGS"], "a" if resume else "w")
+            self.run(name, ["train_ar.py"] + settings + [f"--init_from={init}"], "a" if resume else "w")
 
     def sample(self):
         ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]

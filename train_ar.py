@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ar_model import ARConfig, ARModel
-from configurator import configure
+from configurator import RUN_ONLY, check_resume, configure
 from data import load_token_shard
 
 # -----------------------------------------------------------------------------
@@ -41,6 +41,7 @@ from data import load_token_shard
 # I/O
 out_dir = "out/ar"
 init_from = "scratch"  # "scratch", "resume" (out_dir/ckpt.pt) or a checkpoint path to start from (next stage)
+override_on_resume = ""  # settings (comma-separated) a resume may change; any other difference is an error
 eval_interval = 200  # held-out loss, rank sync check and checkpoint every eval_interval steps and at the end
 eval_iters = 20
 log_interval = 10
@@ -246,7 +247,9 @@ def main(config):
         source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
         ckpt = torch.load(source, map_location="cpu", weights_only=True)
         cfg = ARConfig(**ckpt["model_config"])
-        if init_from != "resume":  # a new stage: new loss / drops, same architecture
+        if init_from == "resume":  # max_iters may grow: the schedule follows lr_decay_iters
+            check_resume(ckpt["config"], config, source, RUN_ONLY + ("max_iters",))
+        else:  # a new stage: new loss / drops, same architecture
             cfg = ARConfig(**(asdict(cfg) | dict(loss=loss, k=gmm_k, text_drop_prob=text_drop_prob,
                                                  visual_drop_prob=visual_drop_prob)))
     if (cfg.n_q, cfg.token_dim) != (n_q, token_dim) or cfg.max_keyframes < max_keyframes:

@@ -27,13 +27,14 @@ import data
 import diffusion
 from evaluate import crossfade, direction_name, parse_prompt, recon_analysis
 import tokenizer as tok
-from configurator import configure
+from configurator import check_resume, configure
 
 # -----------------------------------------------------------------------------
 # default config: the tiny CPU configuration (config/shapes.py documents the choices)
 out_dir = "out/tokenizer"
 data_dir = "data/shapes"  # holds videos.csv (clips) and images.csv (encoder stand-in pre-training)
 init_from = "scratch"  # "scratch" or "resume" (from out_dir/ckpt.pt)
+override_on_resume = ""  # settings (comma-separated) a resume may change; any other difference is an error
 eval_interval = 250
 log_interval = 25
 eval_clips = 16  # held-out clips reconstructed at each eval
@@ -300,17 +301,17 @@ if __name__ == "__main__":
 
     # encoder stand-in pre-training (rank 0 writes it once; re-runs reuse the file)
     torch.manual_seed(seed)
+    encoder_weights = clip_pretrained
     if not clip_pretrained and clip_pretrain_iters > 0:
-        clip_pretrained = os.path.join(out_dir, "clip_pretrained.pt")
-        if master and not os.path.isfile(clip_pretrained):
+        encoder_weights = os.path.join(out_dir, "clip_pretrained.pt")
+        if master and not os.path.isfile(encoder_weights):
             t0 = time.time()
-            pretrain_clip(clip_pretrained)
-            print(f"clip pre-training: {time.time() - t0:.0f}s -> {clip_pretrained}")
+            pretrain_clip(encoder_weights)
+            print(f"clip pre-training: {time.time() - t0:.0f}s -> {encoder_weights}")
         if ddp:
             dist.barrier()
-        config["clip_pretrained"] = clip_pretrained
 
-    tokenizer, denoiser = tok.build_autoencoder(config)
+    tokenizer, denoiser = tok.build_autoencoder(config | {"clip_pretrained": encoder_weights})
     alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
     try:
         model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
@@ -321,6 +322,7 @@ if __name__ == "__main__":
     iter_num = 0
     if init_from == "resume":
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        check_resume(ckpt["config"], config, ckpt_path)  # max_iters too: it sets the cosine schedule
         tokenizer.load_state_dict(ckpt["tokenizer"])
         denoiser.load_state_dict(ckpt["denoiser"])
         optimizer.load_state_dict(ckpt["optimizer"])

@@ -69,6 +69,26 @@ def test_a_failing_stage_is_a_one_line_error(tmp_path):
     assert "some output" in (tmp_path / "logs" / "bad.log").read_text()
 
 
+def test_an_interrupted_stage_resumes_only_with_its_own_settings(tmp_path, capsys):
+    import torch
+    conf = tmp_path / "stage.py"
+    conf.write_text("learning_rate = 1e-3\n")
+    ckpt = str(tmp_path / "ckpt.pt")
+    torch.save({"iter_num": 2, "config": {"learning_rate": 1e-3, "max_iters": 4, "lr_decay_iters": 4, "seed": 0,
+                                          "out_dir": "a", "init_from": "scratch"}}, ckpt)
+    pipe = demo.Pipeline(str(tmp_path), str(tmp_path / "work"), {})
+    same = [str(conf), "--max_iters=4", "--lr_decay_iters=4", "--seed=0", "--out_dir=b"]
+    assert pipe.resumable("ar_stage2", ckpt, same) and pipe.resumable("tokenizer", ckpt, same)
+    assert pipe.resumable("ar_stage2", ckpt, same + ["--max_iters=8"])  # the AR schedule follows lr_decay_iters
+    assert not pipe.resumable("tokenizer", ckpt, same + ["--max_iters=8"])  # the tokenizer's follows max_iters
+    assert "max_iters: 4 -> 8): starting over" in capsys.readouterr().out
+    conf.write_text("learning_rate = 3e-4\n")  # a config file edited since
+    assert not pipe.resumable("ar_stage2", ckpt, same + ["--max_iters=8", "--lr_decay_iters=8"])
+    assert "learning_rate: 0.001 -> 0.0003; lr_decay_iters: 4 -> 8): starting over" in capsys.readouterr().out
+    assert not pipe.resumable("ar_stage2", ckpt, same + ["--new_setting=1"])  # unknown to the checkpoint's code
+    assert "unknown config key 'new_setting'" in capsys.readouterr().out
+
+
 def test_log_parsing_keeps_the_last_value_of_a_resumed_iteration(tmp_path):
     path = tmp_path / "log.csv"
     path.write_text("eval,0,1.0,psnr=5.0,color_acc=0.1\ntrain,25,9.0,loss=0.5\ntrain,50,19.0,loss=0.4\n"

@@ -98,6 +98,17 @@ def test_resume_is_exact(token_dir, tmp_path, capsys):
     assert model.generate(["a red circle"], 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 4, 8)
 
 
+def test_resume_refuses_changed_settings_unless_named(token_dir, tmp_path, capsys):
+    train(common(token_dir, str(tmp_path), max_iters=2, eval_interval=2), capsys)
+    changed = dict(init_from="resume", max_iters=4, eval_interval=4, batch_size=4, learning_rate=1e-3)
+    with pytest.raises(SystemExit, match=r"batch_size=4 \(checkpoint: 8\); learning_rate=0.001 \(checkpoint: 0.003\)\. "
+                                         r"Use the checkpoint's, or accept them with "
+                                         r"--override_on_resume=batch_size,learning_rate"):
+        train(common(token_dir, str(tmp_path), **changed), capsys)
+    log = train(common(token_dir, str(tmp_path), override_on_resume="batch_size,learning_rate", **changed), capsys)
+    assert "at step 2" in log and torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 4
+
+
 def test_float16_resume_keeps_the_loss_scale(token_dir, tmp_path, capsys):
     """float16 autocast with a GradScaler: its scale is saved and restored, so resume stays exact."""
     kw = dict(max_iters=6, eval_interval=3, dtype="float16")

@@ -30,7 +30,15 @@ def test_resume_equals_straight_run(shapes_dir, tmp_path):
     run(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)
     run(["--max_iters=2", "--eval_interval=2"], resumed, shapes_dir)
     assert load(resumed)["iter_num"] == 2
-    out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume"], resumed, shapes_dir)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    refused = subprocess.run([sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={resumed}"]
+                             + TINY + ["--max_iters=4", "--init_from=resume"], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=300)  # max_iters sets the cosine schedule: not changed silently
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "max_iters=4 (checkpoint: 2). Use the checkpoint's, or accept them with --override_on_resume=max_iters" \
+        in refused.stderr
+    out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume", "--override_on_resume=max_iters"],
+              resumed, shapes_dir)  # a constant lr here, so the two halves still make the straight run
     assert "resumed from" in out
     a, b = load(straight), load(resumed)
     assert a["iter_num"] == b["iter_num"] == 4
