@@ -12,6 +12,7 @@ never a silent new global. A resumed run checks its settings against the checkpo
 (`check_resume`).
 """
 import ast
+import os
 import sys
 
 
@@ -98,7 +99,14 @@ def resume_conflicts(saved, current, override_on_resume="", run_only=RUN_ONLY):
     the run-only ones and those named in override_on_resume (comma-separated keys)."""
     allowed = set(run_only) | {k.strip() for k in override_on_resume.split(",") if k.strip()}
     return [(k, v, saved[k]) for k, v in sorted(current.items())
-            if k not in allowed and k in saved and saved[k] != v]
+            if k not in allowed and k in saved and not _same(saved[k], v)]
+
+
+def _same(a, b):
+    """Equal settings; two spellings of one existing path (relative / absolute) are the same."""
+    if a == b:
+        return True
+    return isinstance(a, str) and isinstance(b, str) and os.path.exists(a) and os.path.realpath(a) == os.path.realpath(b)
 
 
 def check_resume(saved, current, ckpt_path, run_only=RUN_ONLY):

@@ -147,18 +147,19 @@ class Pipeline:
     def train_tokenizer(self):
         ckpt = os.path.join(self.tokenizer, "ckpt.pt")
         inputs = [os.path.join(self.data, "videos.csv"), os.path.join(self.data, "images.csv")]
-        it, fresh = checkpoint_iter(ckpt), newer(ckpt, inputs)
-        if fresh and it >= self.s["TOKENIZER_ITERS"]:
+        settings = ["config/shapes.py", f"--data_dir={self.data}", f"--out_dir={self.tokenizer}",
+                    f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
+                    f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
+                    f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"]
+        it = checkpoint_iter(ckpt)
+        same = it > 0 and newer(ckpt, inputs) and self.resumable("tokenizer", ckpt, settings)
+        if same and it >= self.s["TOKENIZER_ITERS"]:
             return self.skip("tokenizer", f"{ckpt} at iter {it}")
-        if not fresh:  # new data: start over (the stand-in CLIP and the log too)
+        if not same:  # new data or settings: start over (the stand-in CLIP and the log too)
             for stale in ("clip_pretrained.pt", "log.csv"):
                 remove(os.path.join(self.tokenizer, stale))
-        cmd = ["train_tokenizer.py", "config/shapes.py", f"--data_dir={self.data}", f"--out_dir={self.tokenizer}",
-               f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
-               f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
-               f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"]
-        resume = fresh and it > 0 and self.resumable("tokenizer", ckpt, cmd[1:])
-        self.run("tokenizer", cmd + (["--init_from=resume"] if resume else []), "a" if resume else "w")
+        self.run("tokenizer", ["train_tokenizer.py"] + settings + (["--init_from=resume"] if same else []),
+                 "a" if same else "w")
 
     def encode(self):
         ckpt = os.path.join(self.tokenizer, "ckpt.pt")
@@ -178,17 +179,17 @@ class Pipeline:
         prev = sorted(glob.glob(os.path.join(self.tokens, "*.safetensors")))
         for stage, (out_dir, iters) in enumerate(zip(self.ar, self.s["AR_ITERS"]), start=1):
             name, ckpt = f"ar_stage{stage}", os.path.join(out_dir, "ckpt.pt")
-            it, fresh = checkpoint_iter(ckpt), newer(ckpt, prev)
-            prev = [ckpt]
-            if fresh and it >= iters:
-                self.skip(name, f"{ckpt} at iter {it}")
-                continue
             settings = [f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}", f"--out_dir={out_dir}",
                         f"--max_iters={iters}", f"--lr_decay_iters={iters}",
                         f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}", f"--seed={self.seed}"] + self.s["AR_FLAGS"]
-            resume = fresh and it > 0 and self.resumable(name, ckpt, settings)
-            init = "resume" if resume else ("scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt"))
-            self.run(name, ["train_ar.py"] + settings + [f"--init_from={init}"], "a" if resume else "w")
+            it = checkpoint_iter(ckpt)
+            same = it > 0 and newer(ckpt, prev) and self.resumable(name, ckpt, settings)
+            prev = [ckpt]
+            if same and it >= iters:
+                self.skip(name, f"{ckpt} at iter {it}")
+                continue
+            init = "resume" if same else ("scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt"))
+            self.run(name, ["train_ar.py"] + settings + [f"--init_from={init}"], "a" if same else "w")
 
     def sample(self):
         ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]

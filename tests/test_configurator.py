@@ -1,3 +1,5 @@
+import os
+
 import pytest
 
 from configurator import ConfigError, apply_config, configure
@@ -44,3 +46,13 @@ def test_bad_flag_and_missing_file_and_exit():
         apply_config(defaults(), ["nope.py"])
     with pytest.raises(SystemExit, match="config error: unknown config key 'x'"):
         configure(defaults(), ["--x=1"])
+
+
+def test_resume_conflicts(tmp_path):
+    from configurator import resume_conflicts
+    saved = {"lr": 1e-3, "data_dir": str(tmp_path), "out_dir": "a", "seed": 0}
+    now = {"lr": 3e-4, "data_dir": os.path.relpath(tmp_path), "out_dir": "b", "seed": 0, "new_key": 1}
+    assert resume_conflicts(saved, now) == [("lr", 3e-4, 1e-3)]  # one path in two spellings; out_dir is run-only
+    assert resume_conflicts(saved, now, override_on_resume="lr") == []
+    assert resume_conflicts(saved, dict(now, data_dir=str(tmp_path / "other")), "lr") == [
+        ("data_dir", str(tmp_path / "other"), str(tmp_path))]
