@@ -68,8 +68,8 @@ def load_tokenizer(path, device="cpu"):
     root.setLevel(logging.ERROR)  # open_clip warns "no pretrained weights loaded": the checkpoint holds them
     try:
         return tok.load_autoencoder(path, device)
-    except (ValueError, KeyError, RuntimeError, OSError) as e:  # not a checkpoint, or one of another shape
-        raise SampleError(f"cannot load tokenizer checkpoint {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # empty, truncated or not a checkpoint, or one of another shape
+        raise SampleError(f"cannot load tokenizer checkpoint {path}: {first_line(e)}") from None
     finally:
         root.setLevel(level)
 
@@ -82,14 +82,19 @@ def load_ar(path, device="cpu"):
                           f"config/ar_shapes_stage1.py ... stage4.py, or run python demo.py)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt file, not a torch file, ...
-        raise SampleError(f"cannot read AR checkpoint {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # empty, truncated or not a torch file
+        raise SampleError(f"cannot read AR checkpoint {path}: {first_line(e)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
         raise SampleError(f"{path} is not a train_ar.py checkpoint (it has no 'model' and 'model_config')")
     try:
         return ARModel.from_checkpoint(ckpt).to(device), ckpt.get("config", {})
     except (ValueError, KeyError, RuntimeError, TypeError) as e:
-        raise SampleError(f"cannot load AR checkpoint {path}: {str(e).splitlines()[0]}") from None
+        raise SampleError(f"cannot load AR checkpoint {path}: {first_line(e)}") from None
+
+
+def first_line(error):
+    """The first line of an exception's message, or its type when it has none (an empty file: EOFError())."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def check_compatible(ar, cfg, ar_path="the AR checkpoint", tokenizer_path="the tokenizer checkpoint"):
@@ -417,20 +422,37 @@ def decode_kwargs(args):
                 batch_size=args.decode_batch)
 
 
+FLAG_RANGES = {  # flag: (low, high), inclusive; None = unbounded. Flags left unset take the checkpoint's values.
+    "num_keyframes": (2, None), "var_scale": (0, None), "temperature": (0, None), "ar_cfg_scale": (0, None),
+    "ar_batch": (1, None), "cfg_scale": (0, None), "guidance_rescale": (0, 1), "ddim_steps": (1, 1000),
+    "eta": (0, 1), "keyframe_interval": (1, None), "frame_stride": (1, None), "decode_batch": (1, None),
+    "fps": (1e-3, None), "source_fps": (1e-3, None), "min_size": (1, None), "zero_tokens": (0, None),
+}
+
+
+def check_flags(args):
+    """Every numeric flag in its range, before anything is loaded: one line naming the flag otherwise."""
+    for name, (low, high) in FLAG_RANGES.items():
+        value = getattr(args, name)
+        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+            bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+            raise SampleError(f"--{name} must be {bounds}, got {value}"
+                              + (" (the decoder was trained on 1000 diffusion steps)" if name == "ddim_steps" else ""))
+
+
 def run(args):
     formats = tuple(f for f in args.formats.split(",") if f)
     if set(formats) - set(FORMATS):
         raise SampleError(f"--formats {args.formats!r}: unknown {sorted(set(formats) - set(FORMATS))}; "
                           f"choose from {','.join(FORMATS)}")
-    if args.keyframe_interval < 1:
-        raise SampleError(f"--keyframe_interval must be >= 1, got {args.keyframe_interval}")
+    check_flags(args)
     if args.reconstruct:
         if not os.path.isfile(args.reconstruct):
             raise SampleError(f"video {args.reconstruct} does not exist")
         try:
             frames = data.read_frames(args.reconstruct)
         except Exception as e:
-            raise SampleError(f"cannot read video {args.reconstruct}: {str(e).strip().splitlines()[0]}") from None
+            raise SampleError(f"cannot read video {args.reconstruct}: {first_line(e)}") from None
         tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
         stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
         print(model_defaults(args, cfg))
@@ -450,7 +472,7 @@ def run(args):
     if not prompts:
         raise SampleError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE, or --reconstruct VIDEO")
     ar, ar_config = load_ar(args.ar_ckpt, args.device)
-    num_keyframes = args.num_keyframes or ar.cfg.max_keyframes
+    num_keyframes = ar.cfg.max_keyframes if args.num_keyframes is None else args.num_keyframes
     check_num_keyframes(ar, num_keyframes, args.keyframe_interval, f"AR model {args.ar_ckpt}")
     tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
     check_compatible(ar, cfg, args.ar_ckpt, args.tokenizer_ckpt)

@@ -1,6 +1,7 @@
 """sample.py: text -> deep tokens -> clips -> mp4/gif, reconstruction, and clean errors, on tiny random checkpoints."""
 import csv
 import os
+import re
 import subprocess
 import sys
 from dataclasses import asdict
@@ -214,3 +215,32 @@ def test_user_mistakes_are_one_line_errors(case, ckpts, tmp_path):
     if case == "mismatched_checkpoints":
         assert "C=8" in r.stderr  # both values named
     assert not os.path.exists(tmp_path / "o" / "frames.npz")
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (["--ddim_steps", "0"], "--ddim_steps must be [1, 1000], got 0"),
+    (["--ddim_steps", "2000", "--timestep_spacing", "trailing"], "--ddim_steps must be [1, 1000], got 2000"),
+    (["--var_scale", "-1"], "--var_scale must be >= 0, got -1.0"),
+    (["--decode_batch", "0"], "--decode_batch must be >= 1, got 0"),
+    (["--num_keyframes", "0"], "--num_keyframes must be >= 2, got 0"),
+    (["--temperature", "-1"], "--temperature must be >= 0, got -1.0"),
+    (["--eta", "1.5"], "--eta must be [0, 1], got 1.5"),
+    (["--guidance_rescale", "2"], "--guidance_rescale must be [0, 1], got 2.0"),
+])
+def test_flags_out_of_range_are_one_line_errors(flags, expect, tmp_path, capsys):
+    """Checked before any checkpoint is read (these paths do not exist)."""
+    missing = str(tmp_path / "none.pt")
+    with pytest.raises(SystemExit, match=re.escape(f"error: {expect}")):
+        sample.main(["--prompt", "x", "--tokenizer_ckpt", missing, "--ar_ckpt", missing] + flags)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", None])
+def test_empty_or_truncated_checkpoints_are_one_line_errors(content, ckpts, tmp_path):
+    bad = tmp_path / "bad.pt"
+    with open(ckpts["ar"], "rb") as f:
+        bad.write_bytes(f.read()[:1000] if content is None else content)  # None: a truncated real checkpoint
+    for which in ("--ar_ckpt", "--tokenizer_ckpt"):
+        paths = {"--ar_ckpt": ckpts["ar"], "--tokenizer_ckpt": ckpts["tok"]} | {which: str(bad)}
+        with pytest.raises(SystemExit, match=f"error: cannot (read|load) .* checkpoint {re.escape(str(bad))}: "):
+            sample.main(["--prompt", "x", "--ddim_steps", "1", "--out", str(tmp_path / "o")]
+                        + [x for kv in paths.items() for x in kv])
