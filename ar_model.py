@@ -16,10 +16,9 @@ token-in-frame embeddings to tokens. A 3-layer MLP (width -> gmm.head_dim) gives
 head's parameters: a K-component GMM, one Gaussian or an L2 regression (Sec. 3.4,
 Alg. 1, ablation Table 4), see gmm.py.
 
-Token statistics (token_norm, token_pca; off in the paper's configuration): the model reads and predicts deep
-tokens standardised per (token, channel) with the training set's mean and std, and with token_pca each keyframe's
-N_q C numbers rotated onto their principal axes (token 0 = the largest directions of variance), all stored with
-the weights; generate() returns deep-token units. Losses and GMM variances are then in these units.
+Token statistics (token_norm, off in the paper's configuration): the model reads and predicts deep tokens
+standardised per (token, channel) with the training set's mean and std, stored with the weights;
+generate() returns deep-token units. Losses and GMM variances are then in standardised units.
 
 Padding: prompts are LEFT-padded and padding is masked out of attention; position ids
 count real tokens only (cumsum of the mask), so a prompt gives the same results however
@@ -82,7 +81,6 @@ class ARConfig:
     text_drop_prob: float = 0.1   # training: prompt -> "" (classifier-free guidance)
     visual_drop_prob: float = 0.05  # training: input deep token -> learned [MASK]
     token_norm: bool = False      # standardise deep tokens per (token, channel) with training statistics
-    token_pca: bool = False       # then rotate each keyframe to its principal axes, largest variance in token 0
     tokenizer: str = ""           # "" = the backbone directory's own if it has one, else "open_clip"
     backbone_config: dict = None  # HF config dict, set at build: rebuilds the shapes without weights
 
@@ -145,10 +143,6 @@ class ARModel(nn.Module):
         # the model reads and predicts (tokens - token_mean) / token_std; identity unless token_norm
         self.register_buffer("token_mean", torch.zeros(cfg.n_q, C))
         self.register_buffer("token_std", torch.ones(cfg.n_q, C))
-        if cfg.token_pca:  # rows: principal axes of the standardised keyframes (N_q C,), largest variance first
-            if not cfg.token_norm:
-                raise ValueError("token_pca needs token_norm: the axes are those of the standardised tokens")
-            self.register_buffer("token_axes", torch.eye(cfg.n_q * C))
         # classifier-free guidance keeps the conditional variances: True on those head outputs
         keep = torch.zeros(P, dtype=torch.bool)  # layouts: gmm [means KC | raw vars KC | logits K],
         keep[cfg.k * C:2 * cfg.k * C] = cfg.loss == "gmm"  # gaussian [mean C | raw var C], l2 [pred C]
@@ -205,24 +199,6 @@ class ARModel(nn.Module):
             raise ValueError("set_token_stats needs ARConfig(token_norm=True)")
         self.token_mean.copy_(tokens.mean(0))
         self.token_std.copy_(tokens.std(0).clamp(min=1e-6))
-        if self.cfg.token_pca:  # the rows of Vh in X = U S Vh, X the standardised keyframes (M, N_q C)
-            standard = ((tokens - self.token_mean) / self.token_std).flatten(1).double()
-            self.token_axes.copy_(torch.linalg.svd(standard, full_matrices=False)[2])
-
-    def to_model(self, tokens):
-        """Deep tokens (..., N_q, C) -> what the model reads and predicts: standardised per (token, channel)
-        (token_norm), then rotated onto the principal axes (token_pca), so that token 0 holds the keyframe's
-        largest directions of variance and the model commits to them first. Identity when both are off."""
-        z = (tokens - self.token_mean) / self.token_std
-        if self.cfg.token_pca:
-            z = (z.flatten(-2) @ self.token_axes.T).unflatten(-1, z.shape[-2:])
-        return z
-
-    def from_model(self, z):
-        """The inverse of to_model: model units (..., N_q, C) -> deep tokens."""
-        if self.cfg.token_pca:
-            z = (z.flatten(-2) @ self.token_axes).unflatten(-1, z.shape[-2:])
-        return z * self.token_std + self.token_mean
 
     def _visual_inputs(self, tokens, frame0=0):
         """(B, T, N_q, C) deep tokens of frames frame0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
@@ -260,7 +236,7 @@ class ARModel(nn.Module):
         if (Nq, C) != (self.cfg.n_q, self.cfg.token_dim) or T > self.cfg.max_keyframes:
             raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit the model: n_q={self.cfg.n_q}, "
                              f"token_dim={self.cfg.token_dim}, max_keyframes={self.cfg.max_keyframes}")
-        tokens = self.to_model(tokens)  # identity unless token_norm / token_pca
+        tokens = (tokens - self.token_mean) / self.token_std  # identity unless token_norm
         if self.training:  # classifier-free guidance: drop the prompt
             drop = (torch.rand(B, device=text_ids.device) < self.cfg.text_drop_prob)[:, None]  # (B, 1)
             L = text_ids.shape[1]  # left padding: the empty prompt's real tokens sit at the right end
@@ -320,7 +296,7 @@ class ARModel(nn.Module):
             if prefix.shape[0] != B or prefix.shape[2:] != fed.shape[2:] or first > num_keyframes:
                 raise ValueError(f"prefix of shape {tuple(prefix.shape)} does not fit {B} prompts, "
                                  f"{num_keyframes} keyframes of ({Nq}, {cfg.token_dim})")
-            fed[:, :first] = self.to_model(prefix.to(dev)).repeat(ids.shape[0] // B, 1, 1, 1)
+            fed[:, :first] = ((prefix.to(dev) - self.token_mean) / self.token_std).repeat(ids.shape[0] // B, 1, 1, 1)
         mask = torch.cat([tmask, tmask.new_ones(ids.shape[0], num_keyframes * (Nq + 1))], 1)
         cache, done = None, 0  # positions already in the cache
         for f in range(first, num_keyframes):
@@ -340,7 +316,7 @@ class ARModel(nn.Module):
                 fed[:, f, m] = q.repeat(2, 1) if guided else q
                 done = end
         self.train(was_training)
-        return self.from_model(fed[:B])  # (B, num_keyframes, N_q, C), deep-token units
+        return fed[:B] * self.token_std + self.token_mean  # (B, num_keyframes, N_q, C), deep-token units
 
     def flop_params(self):
         """Parameters that cost FLOPs per token: all but the lookup tables (token, frame-index, position)."""

@@ -60,7 +60,6 @@ gmm_k = 16
 text_drop_prob = 0.1
 visual_drop_prob = 0.05
 token_norm = False  # standardise deep tokens per (token, channel) with the training set's statistics (scratch only)
-token_pca = False  # with token_norm: each keyframe on its principal axes, largest variance first (scratch only)
 # sampling defaults, stored in the checkpoint's config for sample.py (its flags override); the paper's release values
 sample_temperature = 1.0  # mixture-component temperature (0 = the most likely component)
 sample_var_scale = 0.01  # GMM variance scale
@@ -242,7 +241,7 @@ def main(config):
     if init_from == "scratch":
         cfg = ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes, text_len=text_len,
                        loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
-                       token_norm=token_norm, token_pca=token_pca)
+                       token_norm=token_norm)
         source = backbone
     else:
         source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
@@ -269,14 +268,9 @@ def main(config):
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
             f"{src_loss} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), {head_init}" if skipped else ""))
     if init_from == "scratch" and token_norm:
-        real = real_keyframes(images, videos)  # (M, N_q, C)
-        raw_model.set_token_stats(real)
+        raw_model.set_token_stats(real_keyframes(images, videos))
         log(f"token_norm: deep-token std per (token, channel) from {raw_model.token_std.min():.3g} to "
             f"{raw_model.token_std.max():.3g} over the training keyframes")
-        if token_pca:
-            spread = raw_model.to_model(real).var(0).sum(-1)  # (N_q,) variance per model token
-            log(f"token_pca: token 0 holds {spread[0] / spread.sum():.1%} of the keyframes' variance, "
-                f"tokens 0-3 {spread[:4].sum() / spread.sum():.1%}")
     raw_model.to(dev)
     n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "

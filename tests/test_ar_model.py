@@ -130,37 +130,6 @@ def test_token_norm_standardises_what_the_model_reads_and_returns():
         plain.set_token_stats(tokens.flatten(0, 1))
 
 
-def test_token_pca_rotates_keyframes_onto_their_principal_axes():
-    """token_pca: the model reads and predicts each standardised keyframe (N_q C,) in the basis of its principal
-    axes, the largest variance in token 0; the same weights without it on those coordinates give the same loss,
-    and generate() maps back to deep-token units. The axes are checked against numpy's eigendecomposition."""
-    import numpy as np
-    g = torch.Generator().manual_seed(4)
-    low_rank = torch.randn(64, 3, generator=g) @ torch.randn(3, 32, generator=g)  # keyframes in a 3-d subspace
-    keyframes = (low_rank + 0.01 * torch.randn(64, 32, generator=g)).view(64, 4, 8) * 2.0 + 1.0  # (M, N_q, C)
-    rotated, plain = tiny(loss="l2", token_norm=True, token_pca=True), tiny(loss="l2")
-    rotated.set_token_stats(keyframes)
-    standard = ((keyframes - keyframes.mean(0)) / keyframes.std(0)).flatten(1)  # (M, 32)
-    eigvals, eigvecs = np.linalg.eigh(standard.double().numpy().T @ standard.double().numpy())
-    top = torch.from_numpy(eigvecs[:, ::-1][:, :3].copy()).float()  # (32, 3), largest first
-    torch.testing.assert_close((rotated.token_axes[:3] @ top).abs(), torch.eye(3), atol=1e-4, rtol=0)  # up to sign
-    z = rotated.to_model(keyframes)  # (M, N_q, C)
-    spread = z.flatten(1).var(0)
-    assert spread[:3].sum() > 0.99 * spread.sum() and (spread[:-1] >= spread[1:] - 1e-4).all()  # token 0 holds it all
-    torch.testing.assert_close(rotated.from_model(z), keyframes, atol=1e-4, rtol=1e-4)
-    tokens = keyframes[:6].view(2, 3, 4, 8)
-    plain.load_state_dict({k: v for k, v in rotated.state_dict().items() if k != "token_axes"}
-                          | {"token_mean": plain.token_mean, "token_std": plain.token_std})
-    torch.testing.assert_close(per_position_loss(rotated, PROMPTS, tokens),
-                               per_position_loss(plain, PROMPTS, rotated.to_model(tokens)))
-    out = rotated.generate(PROMPTS, 2)  # the L2 head is deterministic
-    torch.testing.assert_close(out, rotated.from_model(plain.generate(PROMPTS, 2)))
-    again = ARModel.from_checkpoint({"model": rotated.state_dict(), "model_config": vars(rotated.cfg)})
-    torch.testing.assert_close(again.generate(PROMPTS, 2), out)  # the axes travel with the weights
-    with pytest.raises(ValueError, match="token_pca needs token_norm"):
-        tiny(token_pca=True)
-
-
 def test_too_many_keyframes():
     with pytest.raises(ValueError, match="max_keyframes=4"):
         tiny().generate(PROMPTS, 5)
