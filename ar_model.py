@@ -40,6 +40,7 @@ same sampled tokens. s = 1 is plain conditional sampling (no second pass).
 import dataclasses
 import json
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -182,7 +183,10 @@ class ARModel(nn.Module):
         L = self.cfg.text_len
         ids, mask = torch.zeros(len(prompts), L, dtype=torch.long), torch.zeros(len(prompts), L, dtype=torch.long)
         for i, p in enumerate(prompts):
-            t = self._encode(p)[:L]
+            t = self._encode(p)
+            if len(t) > L:
+                warnings.warn(f"prompt {p!r} has {len(t)} text tokens; the model reads the first text_len={L}")
+                t = t[:L]
             if t:
                 ids[i, L - len(t):], mask[i, L - len(t):] = torch.tensor(t), 1
         if trim:

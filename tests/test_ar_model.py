@@ -130,6 +130,13 @@ def test_token_norm_standardises_what_the_model_reads_and_returns():
         plain.set_token_stats(tokens.flatten(0, 1))
 
 
+def test_a_prompt_longer_than_text_len_is_cut_with_a_warning():
+    m = tiny()
+    with pytest.warns(UserWarning, match=r"has 15 text tokens; the model reads the first text_len=8"):
+        ids, mask = m.tokenize([LONG])
+    assert mask.sum() == 8 and ids[0, 0] == 49406  # SOT kept, the end of the prompt (EOT included) cut
+
+
 def test_too_many_keyframes():
     with pytest.raises(ValueError, match="max_keyframes=4"):
         tiny().generate(PROMPTS, 5)
