@@ -46,6 +46,10 @@ class FrameEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
         self.trainable = trainable
         self.visual.requires_grad_(trainable)
+        for name in ("ln_post", "proj", "attn_pool", "head"):  # the pooling head after the last block: unused,
+            part = getattr(self.visual, name, None)  # so no gradient (DDP stops on trainable parameters without one)
+            if isinstance(part, (nn.Module, nn.Parameter)):
+                part.requires_grad_(False)
 
     def preprocess(self, frames):
         """[-1, 1] frames (B, 3, H, W) -> CLIP input: resized to the ViT's size, CLIP-normalised."""

@@ -52,6 +52,19 @@ def test_diffusion_loss_trains_q_not_frozen_encoder(tiny):
     assert not any(p.requires_grad for p in tokenizer.encoder.parameters())
 
 
+def test_trainable_encoder_gives_every_trainable_parameter_a_gradient():
+    """train_encoder=True: DDP needs a gradient on every parameter that requires one; the ViT's pooling head
+    (ln_post, proj) lies after the last block's tokens that E returns, so it is frozen."""
+    torch.manual_seed(0)
+    tokenizer = tok.DeepTokenizer(tok.create_clip("nanodicode-tiny"), n_queries=4, dim=32, q_layers=1, q_heads=2,
+                                  train_encoder=True)
+    tokenizer.encode(torch.rand(2, 3, 32, 32) * 2 - 1).square().sum().backward()
+    trainable = {n: p for n, p in tokenizer.named_parameters() if p.requires_grad}
+    assert any(n.startswith("encoder.visual.transformer.") for n in trainable)
+    assert not any(n.startswith(("encoder.visual.ln_post", "encoder.visual.proj")) for n in trainable)
+    assert [n for n, p in trainable.items() if p.grad is None] == []
+
+
 def test_denoiser_rejects_wrong_clip_shape(tiny):
     _, _, denoiser = tiny
     with pytest.raises(ValueError, match="5 frames of 32px"):
