@@ -152,6 +152,35 @@ class DeepTokenizer(nn.Module):
     forward = encode
 
 
+@torch.no_grad()
+def order_queries(tokenizer, denoiser, clips, alphas_cumprod, prediction_type="v", batch_size=32, seed=0):
+    """Renumber Q's queries so that deep token 0 is the one the decoder needs most, token 1 the next, ...
+
+    A token's need: how much the diffusion loss (paper Eq. 1) on clips (B, T, 3, H, W) rises when that token
+    is zeroed in both keyframes (as paper Fig. 4 zeroes tokens), the same noise and timesteps for every token.
+    The decoder reads the tokens as a set (cross-attention and pooling, no token index), so it is unchanged;
+    the AR model, which writes a keyframe's tokens in order, then commits to what matters most first (the
+    object's position on the shapes set; NOTES.md). Returns the order: new token i = old token order[i]."""
+    import diffusion
+    dev = tokenizer.query.queries.device
+    cond = torch.cat([tokenizer.encode(c.to(dev)[:, [0, -1]]) for c in clips.split(batch_size)])  # (B, 2, N_q, C)
+    x0 = torch.cat([denoiser.encode_frames(c.to(dev)) if getattr(denoiser, "latent", False) else c.to(dev)
+                    for c in clips.split(batch_size)])
+    stride = torch.ones(len(clips), dtype=torch.long, device=dev)
+
+    def loss(tokens):
+        gen = torch.Generator(dev).manual_seed(seed)  # the same noise and timesteps for every token
+        return sum(diffusion.diffusion_loss(denoiser, x, c.flatten(1, 2), s, alphas_cumprod, prediction_type, gen)
+                   * len(x) for x, c, s in zip(x0.split(batch_size), tokens.split(batch_size), stride.split(batch_size)))
+
+    base = loss(cond)
+    need = torch.stack([loss(cond.index_fill(2, torch.tensor([j], device=dev), 0.0)) - base
+                        for j in range(cond.shape[2])])  # (N_q,)
+    order = torch.argsort(need, descending=True, stable=True)
+    tokenizer.query.queries.copy_(tokenizer.query.queries[order])
+    return order
+
+
 # -----------------------------------------------------------------------------
 # The whole autoencoder: E + Q + the video diffusion decoder, built from a config dict
 

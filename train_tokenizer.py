@@ -68,6 +68,7 @@ prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
 keyframe_loss_weight = 0.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (config/shapes.py)
+order_clips = 0  # > 0: at the end, renumber the deep tokens by how much the decoder needs them, on this many clips
 ddim_steps = 20  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
 cfg_scale = 7.5
 guidance_rescale = 0.7
@@ -422,6 +423,26 @@ if __name__ == "__main__":
                   f"{clips_seen / train_time:.1f} clips/s, {dt:.0f}s")
             log.write(f"train,{iter_num},{dt:.1f},loss={loss.item() * grad_accum:.5f}\n")
             log.flush()
+    if order_clips > 0:  # the decoder is indifferent to the tokens' order, the AR model is not (tokenizer.order_queries)
+        queries, order = tokenizer.query.queries, torch.empty(n_queries, dtype=torch.long, device=device)
+        if master:
+            torch.manual_seed(seed)
+            model.eval()
+            order = tok.order_queries(tokenizer, denoiser, get_batch(train_set, order_clips)[0], model.alphas_cumprod,
+                                      prediction_type).to(device)
+        if ddp:
+            dist.broadcast(order, 0)
+            if not master:
+                with torch.no_grad():
+                    queries.copy_(queries[order])
+        for moment in optimizer.state[queries].values():  # AdamW's moments follow their rows: resume stays exact
+            if moment.shape == queries.shape:
+                moment.copy_(moment[order].clone())
+        print(f"deep tokens renumbered by the decoder's need (tokenizer.order_queries): order {order.tolist()}") \
+            if master else None
+        if master:
+            save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
+                            optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
     if ddp:  # DDP keeps replicas identical; check it (a parameter checksum, as train_ar.py): a silent drift
         total = sum(p.detach().double().sum() for p in model.parameters())  # would waste a whole run
         lo, hi = total.clone(), total.clone()

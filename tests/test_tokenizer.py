@@ -65,6 +65,33 @@ def test_trainable_encoder_gives_every_trainable_parameter_a_gradient():
     assert [n for n, p in trainable.items() if p.grad is None] == []
 
 
+def test_order_queries_renumbers_tokens_without_changing_the_decoder():
+    """order_queries permutes Q's queries: the deep tokens come out permuted, the decoder's output is unchanged
+    (it reads the tokens as a set), and the tokens are then sorted by the loss rise when each one is zeroed."""
+    torch.manual_seed(1)
+    cfg = dict(clip_model="nanodicode-tiny", clip_pretrained="", n_queries=4, token_dim=32, q_layers=1, q_heads=2,
+               train_encoder=False, denoiser="unet", clip_frames=4, image_size=32, unet_channels=(16, 32),
+               map_channels=4, max_stride=3)
+    tokenizer, denoiser = tok.build_autoencoder(cfg)
+    tokenizer.eval(), denoiser.eval()
+    for p in denoiser.parameters():  # a decoder whose zero-initialised layers are not zero: tokens matter
+        torch.nn.init.normal_(p, std=0.05) if p.dim() > 1 else None
+    clips = torch.rand(6, 5, 3, 32, 32) * 2 - 1
+    ac = diffusion.make_alphas_cumprod()
+    x_t, t, stride = torch.randn_like(clips), torch.tensor([100, 400, 700, 900, 50, 999]), torch.ones(6, dtype=torch.long)
+    with torch.no_grad():
+        before = tokenizer.encode(clips[:, [0, -1]])  # (B, 2, N_q, C)
+        out_before = denoiser(x_t, t, before.flatten(1, 2), stride)
+        order = tok.order_queries(tokenizer, denoiser, clips, ac, batch_size=4)
+        after = tokenizer.encode(clips[:, [0, -1]])
+        out_after = denoiser(x_t, t, after.flatten(1, 2), stride)
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    torch.testing.assert_close(after, before[:, :, order], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(out_after, out_before, atol=1e-5, rtol=1e-5)
+    again = tok.order_queries(tokenizer, denoiser, clips, ac, batch_size=4)  # already sorted: identity
+    assert again.tolist() == [0, 1, 2, 3]
+
+
 def test_denoiser_rejects_wrong_clip_shape(tiny):
     _, _, denoiser = tiny
     with pytest.raises(ValueError, match="5 frames of 32px"):
