@@ -166,12 +166,12 @@ def order_queries(tokenizer, denoiser, clips, alphas_cumprod, prediction_type="v
     cond = torch.cat([tokenizer.encode(c.to(dev)[:, [0, -1]]) for c in clips.split(batch_size)])  # (B, 2, N_q, C)
     x0 = torch.cat([denoiser.encode_frames(c.to(dev)) if getattr(denoiser, "latent", False) else c.to(dev)
                     for c in clips.split(batch_size)])
-    stride = torch.ones(len(clips), dtype=torch.long, device=dev)
 
-    def loss(tokens):
+    def loss(tokens):  # summed over clips, frame stride 1
         gen = torch.Generator(dev).manual_seed(seed)  # the same noise and timesteps for every token
-        return sum(diffusion.diffusion_loss(denoiser, x, c.flatten(1, 2), s, alphas_cumprod, prediction_type, gen)
-                   * len(x) for x, c, s in zip(x0.split(batch_size), tokens.split(batch_size), stride.split(batch_size)))
+        return sum(len(x) * diffusion.diffusion_loss(denoiser, x, c.flatten(1, 2), x.new_ones(len(x), dtype=torch.long),
+                                                     alphas_cumprod, prediction_type, gen)
+                   for x, c in zip(x0.split(batch_size), tokens.split(batch_size)))
 
     base = loss(cond)
     need = torch.stack([loss(cond.index_fill(2, torch.tensor([j], device=dev), 0.0)) - base

@@ -437,10 +437,9 @@ if __name__ == "__main__":
                     queries.copy_(queries[order])
         for moment in optimizer.state[queries].values():  # AdamW's moments follow their rows: resume stays exact
             if moment.shape == queries.shape:
-                moment.copy_(moment[order].clone())
-        print(f"deep tokens renumbered by the decoder's need (tokenizer.order_queries): order {order.tolist()}") \
-            if master else None
+                moment.copy_(moment[order])  # indexing copies first
         if master:
+            print(f"deep tokens renumbered by the decoder's need (tokenizer.order_queries): order {order.tolist()}")
             save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
                             optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
     if ddp:  # DDP keeps replicas identical; check it (a parameter checksum, as train_ar.py): a silent drift
