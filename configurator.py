@@ -89,9 +89,10 @@ def configure(defaults, argv):
         sys.exit(f"config error: {e}")
 
 
-# settings that steer a run without changing what it computes: a resume may change them
+# settings that steer a run without changing what it computes: a resume may change them (max_iters too: the
+# learning-rate schedule follows lr_decay_iters, so a run may be stopped early and continued further)
 RUN_ONLY = ("out_dir", "init_from", "override_on_resume", "device", "compile", "log_interval", "eval_interval",
-            "eval_iters", "max_bad_steps")
+            "eval_iters", "max_bad_steps", "max_iters")
 
 
 def resume_conflicts(saved, current, override_on_resume="", run_only=RUN_ONLY):

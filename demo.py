@@ -18,9 +18,10 @@ in <out>/logs/):
 then draws <out>/contact_sheet.png (keyframes of every grid prompt) and loss curves from the
 training logs. A stage whose output exists, is complete and is newer than its inputs is
 skipped, so a re-run only redoes what changed (an interrupted training stage resumes).
-Data and checkpoints go where the README puts them (data/shapes, data/shapes_tokens,
+Data and checkpoints go where the config files put them (data/shapes, data/shapes_tokens,
 out/shapes/tokenizer, out/shapes/ar_stage{1,2,3}, out/shapes/ar: sample.py's defaults);
-with --smoke, under <out>/work. The settings below are the knobs for the time budget.
+with --work or --smoke, under that folder. How each stage trains is its config file's business;
+the settings below say what the demo draws, samples and scores.
 """
 import argparse
 import csv
@@ -36,17 +37,12 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
-from configurator import RUN_ONLY, ConfigError, apply_config, resume_conflicts
+from configurator import ConfigError, apply_config, resume_conflicts
 
 # -----------------------------------------------------------------------------
-# settings of the full demo (budget: 30 minutes wall-clock on a 2-core CPU; README, "Results", says where it stands)
+# What the demo draws, samples and scores. How each stage trains (steps, sizes, output folders) is in its config file
+# (config/shapes.py, config/ar_shapes_stage{1,2,3,4}.py), the same files the README's commands run.
 NUM_VIDEOS = 1000  # shapes videos (33 frames, 32 x 32, 8 fps: 5 keyframes each)
-CLIP_PRETRAIN_ITERS = 0  # random frozen E: see config/shapes.py
-TOKENIZER_ITERS = 2600  # batch 12, ~0.25 s/iter on this 2-core CPU (config/shapes.py says how it was chosen)
-TOKENIZER_EVAL_INTERVAL = 1300
-AR_ITERS = (400, 1200, 300, 200)  # stages 1-4: images L2, videos L2, videos GMM, moving videos GMM
-AR_EVAL_INTERVAL = 200
-KEYFRAME_INTERVAL = 8  # one keyframe per second of 8 fps video
 NUM_KEYFRAMES = 5  # sampled videos: 5 keyframes = 33 frames = 4 s; the analyser scores every frame
 GRID_PROMPTS = [
     "a red circle moving right", "a green square moving left", "a blue triangle moving up",
@@ -57,27 +53,25 @@ GRID_PROMPTS = [
 EVAL_PROMPTS = None  # None = evaluate.shapes_prompts(): all 84 moving + 21 still prompts (the grid's among them)
 # DDIM steps, guidance and AR sampling settings come from the checkpoints (config/shapes.py, config/ar_shapes_stage4.py)
 RECON_CLIPS = 64  # held-out clips for reconstruction PSNR / SSIM / analyser (one per held-out video: 57 of 1,000)
-VAL_FRACTION = 0.05  # the tokenizer's held-out split (train_tokenizer.py's val_fraction)
 DATA_SEED = 0  # the shapes set is the same for every run; --seed varies training and sampling
 TOKENIZER_FLAGS = []  # extra --key=value flags for train_tokenizer.py
 AR_FLAGS = []  # extra --key=value flags for every train_ar.py stage
 
 # --smoke: the same pipeline at toy sizes (it runs in the test suite)
 SMOKE = dict(
-    NUM_VIDEOS=24, CLIP_PRETRAIN_ITERS=2, TOKENIZER_ITERS=2, TOKENIZER_EVAL_INTERVAL=2, AR_ITERS=(2, 2, 2, 2),
-    AR_EVAL_INTERVAL=2, NUM_KEYFRAMES=3, GRID_PROMPTS=GRID_PROMPTS[:2] + GRID_PROMPTS[-1:],
+    NUM_VIDEOS=24, NUM_KEYFRAMES=3, GRID_PROMPTS=GRID_PROMPTS[:2] + GRID_PROMPTS[-1:],
     EVAL_PROMPTS=["a red circle moving right", "a blue square moving up", "a white triangle standing still"],
-    RECON_CLIPS=2, VAL_FRACTION=0.25,
-    TOKENIZER_FLAGS=["--clip_pretrain_batch=8", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
+    RECON_CLIPS=2,
+    TOKENIZER_FLAGS=["--max_iters=2", "--lr_decay_iters=2", "--eval_interval=2", "--clip_pretrain_iters=2",
+                     "--clip_pretrain_batch=8", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
                      "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3",
                      "--batch_size=4", "--eval_clips=2", "--ddim_steps=2", "--probe_videos=0", "--log_interval=1",
-                     "--warmup_iters=0"],
-    AR_FLAGS=["--backbone=tiny-gpt2", "--batch_size=4", "--eval_iters=1", "--log_interval=1", "--warmup_iters=0",
-              "--gmm_k=4", "--val_fraction=0.25"],  # (--backbone matters in stage 1; later stages inherit it)
+                     "--warmup_iters=0", "--val_fraction=0.25", "--order_clips=4"],
+    AR_FLAGS=["--max_iters=2", "--lr_decay_iters=2", "--eval_interval=2", "--backbone=tiny-gpt2", "--batch_size=4",
+              "--eval_iters=1", "--log_interval=1", "--warmup_iters=0", "--gmm_k=4", "--val_fraction=0.25"],
+    # (--backbone matters in stage 1; later stages inherit it)
 )
-KNOBS = ["NUM_VIDEOS", "CLIP_PRETRAIN_ITERS", "TOKENIZER_ITERS", "TOKENIZER_EVAL_INTERVAL", "AR_ITERS",
-         "AR_EVAL_INTERVAL", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "RECON_CLIPS", "VAL_FRACTION",
-         "TOKENIZER_FLAGS", "AR_FLAGS"]
+KNOBS = ["NUM_VIDEOS", "NUM_KEYFRAMES", "GRID_PROMPTS", "EVAL_PROMPTS", "RECON_CLIPS", "TOKENIZER_FLAGS", "AR_FLAGS"]
 # -----------------------------------------------------------------------------
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -87,13 +81,15 @@ class Pipeline:
     def __init__(self, out, work, settings, seed=0):
         self.out, self.s, self.seed = out, settings, seed
         self.logs = os.path.join(out, "logs")
-        full = work is None  # the README's places, which sample.py and evaluate.py default to
+        full = work is None  # the places the config files name, which sample.py and evaluate.py default to
         w = lambda *p: os.path.join(work, *p)  # noqa: E731
         self.data = "data/shapes" if full else w("data", "shapes")
         self.tokens = "data/shapes_tokens" if full else w("data", "shapes_tokens")
         self.tokenizer = "out/shapes/tokenizer" if full else w("tokenizer")
         self.ar = [f"out/shapes/ar_stage{i}" if full else w(f"ar_stage{i}") for i in (1, 2, 3)]
         self.ar.append("out/shapes/ar" if full else w("ar"))
+        # only with --work (or --smoke) do the stages' folders differ from their config files'
+        self.places = lambda **dirs: [] if full else [f"--{k}={v}" for k, v in dirs.items()]  # noqa: E731
         self.timings = {}
 
     # ------------------------------------------------------------- running stages
@@ -121,19 +117,19 @@ class Pipeline:
         print(f"\n=== {name}: skipped ({why})", flush=True)
         self.timings[name] = 0.0
 
-    def resumable(self, name, ckpt, settings):
-        """An interrupted stage resumes only if its checkpoint was trained with the settings (config files and
-        flags) it would run with now; otherwise it starts over, with a line saying what changed."""
+    def resume_plan(self, name, ckpt, settings):
+        """The settings an interrupted stage would resume with, if its checkpoint was trained with the settings
+        (config files and flags) it would run with now; otherwise None (start over), with a line saying what changed."""
         saved = checkpoint_config(ckpt)
-        run_only = RUN_ONLY + ("max_iters",) if name.startswith("ar_") else RUN_ONLY  # as the trainers' checks
         try:
-            changed = "; ".join(f"{k}: {was!r} -> {now!r}" for k, now, was in
-                                resume_conflicts(saved, apply_config(dict(saved), settings), run_only=run_only))
+            plan = apply_config(dict(saved), settings)
+            changed = "; ".join(f"{k}: {was!r} -> {now!r}" for k, now, was in resume_conflicts(saved, plan))
         except ConfigError as e:  # a setting the checkpoint does not know: written by other code
-            changed = str(e)
+            plan, changed = None, str(e)
         if changed:
             print(f"\n=== {name}: {ckpt} was trained with other settings ({changed}): starting over", flush=True)
-        return not changed
+            return None
+        return plan
 
     # ------------------------------------------------------------- the stages
     def make_data(self):
@@ -147,19 +143,17 @@ class Pipeline:
     def train_tokenizer(self):
         ckpt = os.path.join(self.tokenizer, "ckpt.pt")
         inputs = [os.path.join(self.data, "videos.csv"), os.path.join(self.data, "images.csv")]
-        settings = ["config/shapes.py", f"--data_dir={self.data}", f"--out_dir={self.tokenizer}",
-                    f"--max_iters={self.s['TOKENIZER_ITERS']}", f"--eval_interval={self.s['TOKENIZER_EVAL_INTERVAL']}",
-                    f"--clip_pretrain_iters={self.s['CLIP_PRETRAIN_ITERS']}", f"--val_fraction={self.s['VAL_FRACTION']}",
-                    f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"]
+        settings = (["config/shapes.py"] + self.places(data_dir=self.data, out_dir=self.tokenizer)
+                    + [f"--seed={self.seed}"] + self.s["TOKENIZER_FLAGS"])
         it = checkpoint_iter(ckpt)
-        same = it > 0 and newer(ckpt, inputs) and self.resumable("tokenizer", ckpt, settings)
-        if same and it >= self.s["TOKENIZER_ITERS"]:
+        plan = self.resume_plan("tokenizer", ckpt, settings) if it > 0 and newer(ckpt, inputs) else None
+        if plan and it >= plan["max_iters"]:
             return self.skip("tokenizer", f"{ckpt} at iter {it}")
-        if not same:  # new data or settings: start over (the stand-in CLIP and the log too)
-            for stale in ("clip_pretrained.pt", "log.csv"):
+        if not plan:  # new data or settings: start over (the stand-in CLIP and the log too)
+            for stale in ("clip_pretrained.pt", "log.csv", "best.pt"):
                 remove(os.path.join(self.tokenizer, stale))
-        self.run("tokenizer", ["train_tokenizer.py"] + settings + (["--init_from=resume"] if same else []),
-                 "a" if same else "w")
+        self.run("tokenizer", ["train_tokenizer.py"] + settings + (["--init_from=resume"] if plan else []),
+                 "a" if plan else "w")
 
     def encode(self):
         ckpt = os.path.join(self.tokenizer, "ckpt.pt")
@@ -172,29 +166,29 @@ class Pipeline:
             for f in files:
                 remove(f)
         self.run("encode", ["tokenizer.py", "encode", "--ckpt", ckpt, "--manifest", os.path.join(self.data, "videos.csv"),
-                            "--manifest", os.path.join(self.data, "images.csv"), "--out", self.tokens,
-                            "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+                            "--manifest", os.path.join(self.data, "images.csv"), "--out", self.tokens])
 
     def train_ar(self):
         prev = sorted(glob.glob(os.path.join(self.tokens, "*.safetensors")))
-        for stage, (out_dir, iters) in enumerate(zip(self.ar, self.s["AR_ITERS"]), start=1):
+        for stage, out_dir in enumerate(self.ar, start=1):
             name, ckpt = f"ar_stage{stage}", os.path.join(out_dir, "ckpt.pt")
-            settings = [f"config/ar_shapes_stage{stage}.py", f"--data_dir={self.tokens}", f"--out_dir={out_dir}",
-                        f"--max_iters={iters}", f"--lr_decay_iters={iters}",
-                        f"--eval_interval={min(iters, self.s['AR_EVAL_INTERVAL'])}", f"--seed={self.seed}"] + self.s["AR_FLAGS"]
+            init = "scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt")
+            settings = ([f"config/ar_shapes_stage{stage}.py"] + self.places(data_dir=self.tokens, out_dir=out_dir)
+                        + [f"--seed={self.seed}"] + self.s["AR_FLAGS"])
             it = checkpoint_iter(ckpt)
-            same = it > 0 and newer(ckpt, prev) and self.resumable(name, ckpt, settings)
+            plan = self.resume_plan(name, ckpt, settings) if it > 0 and newer(ckpt, prev) else None
             prev = [ckpt]
-            if same and it >= iters:
+            if plan and it >= plan["max_iters"]:
                 self.skip(name, f"{ckpt} at iter {it}")
                 continue
-            init = "resume" if same else ("scratch" if stage == 1 else os.path.join(self.ar[stage - 2], "ckpt.pt"))
-            self.run(name, ["train_ar.py"] + settings + [f"--init_from={init}"], "a" if same else "w")
+            if not plan:
+                remove(os.path.join(out_dir, "best.pt"))
+            start = ["--init_from=resume"] if plan else self.places(init_from=init)
+            self.run(name, ["train_ar.py"] + settings + start, "a" if plan else "w")
 
     def sample(self):
         ckpts = [os.path.join(self.tokenizer, "ckpt.pt"), os.path.join(self.ar[-1], "ckpt.pt")]
-        common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(self.seed),
-                  "--keyframe_interval", str(KEYFRAME_INTERVAL)]
+        common = ["--tokenizer_ckpt", ckpts[0], "--ar_ckpt", ckpts[1], "--seed", str(self.seed)]
         prompts = list(dict.fromkeys(self.s["GRID_PROMPTS"] + (self.s["EVAL_PROMPTS"] or shapes_prompts())))
         out, k = os.path.join(self.out, "samples"), self.s["NUM_KEYFRAMES"]
         if newer(os.path.join(out, "frames.npz"), ckpts) and npz_meta(os.path.join(out, "frames.npz")) == (prompts, k):
@@ -206,7 +200,7 @@ class Pipeline:
                 f.write("\n".join(prompts) + "\n")
             self.run("sample", ["sample.py", "--prompts_file", prompts_file, "--num_keyframes", str(k), "--out", out]
                      + common)
-        video = held_out_video(os.path.join(self.data, "videos.csv"), self.s["VAL_FRACTION"])
+        video = held_out_video(os.path.join(self.data, "videos.csv"), checkpoint_config(ckpts[0])["val_fraction"])
         stem = os.path.splitext(os.path.basename(video))[0]
         n_q = checkpoint_config(ckpts[0])["n_queries"]
         for zero in (0, n_q // 2):  # Fig. 3: keyframes -> deep tokens -> video; Fig. 4: half of the tokens zeroed
@@ -216,7 +210,7 @@ class Pipeline:
                 continue
             self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
                                                   "--out", self.out, "--tokenizer_ckpt", ckpts[0],
-                                                  "--seed", str(self.seed), "--keyframe_interval", str(KEYFRAME_INTERVAL)])
+                                                  "--seed", str(self.seed)])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")
@@ -225,10 +219,10 @@ class Pipeline:
         if newer(metrics, [samples, tok_ckpt]) and not i3d:
             return self.skip("evaluate", f"{metrics} is up to date")
         cmd = ["evaluate.py", "--samples", samples, "--real", os.path.join(self.data, "videos.csv"),
-               "--real_split", "val", "--val_fraction", str(self.s["VAL_FRACTION"]),
+               "--real_split", "val", "--val_fraction", str(checkpoint_config(tok_ckpt)["val_fraction"]),
                "--tokenizer_ckpt", tok_ckpt, "--recon_manifest", os.path.join(self.data, "videos.csv"),
                "--recon_clips", str(self.s["RECON_CLIPS"]),
-               "--keyframe_interval", str(KEYFRAME_INTERVAL), "--seed", str(self.seed), "--out", metrics]
+               "--seed", str(self.seed), "--out", metrics]
         clip = os.path.join(self.tokenizer, "clip_pretrained.pt")  # CLIPSIM with the shapes stand-in CLIP
         if os.path.isfile(clip):
             cmd += ["--clip_model", checkpoint_config(tok_ckpt)["clip_model"], "--clip_pretrained", clip]

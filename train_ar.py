@@ -16,7 +16,9 @@ Checkpoint out_dir/ckpt.pt (written atomically; torch.load(..., weights_only=Tru
     model_config  ARConfig as a dict: ARModel.from_checkpoint(path) rebuilds the model from it
     optimizer, iter_num, val_loss, config (this run's settings, sample_* included: sample.py's defaults),
     rng           per-rank RNG states (torch, cuda, batch sampler) for exact resume
-init_from="resume" continues from it exactly (same batches, same drops, same updates).
+    best_score    the lowest generated keyframes' error / still so far (held-out val loss without videos)
+out_dir/best.pt is the checkpoint of that best evaluation (the NLL can fall while what the model generates
+worsens). init_from="resume" continues from ckpt.pt exactly (same batches, same drops, same updates).
 """
 import glob
 import math
@@ -24,7 +26,6 @@ import os
 import sys
 import time
 import zlib
-from contextlib import nullcontext
 from dataclasses import asdict
 
 import torch
@@ -32,19 +33,20 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+import training
 from ar_model import ARConfig, ARModel
-from configurator import RUN_ONLY, check_resume, configure
+from configurator import check_resume, configure
 from data import load_token_shard
 
 # -----------------------------------------------------------------------------
-# default config values: a tiny CPU run on the shapes tokens
+# default config: stage 1 of the tiny CPU configuration the demo trains (config/ar_shapes_stage1.py says why)
 # I/O
-out_dir = "out/ar"
+out_dir = "out/shapes/ar_stage1"
 init_from = "scratch"  # "scratch", "resume" (out_dir/ckpt.pt) or a checkpoint path to start from (next stage)
 override_on_resume = ""  # settings (comma-separated) a resume may change; any other difference is an error
 eval_interval = 200  # held-out loss, rank sync check and checkpoint every eval_interval steps and at the end
-eval_iters = 20
-log_interval = 10
+eval_iters = 10
+log_interval = 50
 # data
 data_dir = "data/shapes_tokens"
 image_video_ratio = 1.0  # fraction of image rows in a batch: 1.0 images only, 0.0 videos only
@@ -53,25 +55,25 @@ max_motion = None
 max_keyframes = 5  # videos are cut to this many keyframes; also the model's frame-embedding size
 val_fraction = 0.05  # held-out rows (chosen by a hash of shard name and row: deterministic)
 # model (ar_model.ARConfig); n_q and token_dim come from the data
-backbone = "tiny-gpt2"  # ar_model.BACKBONES name or a local HF directory with weights (+ tokenizer)
+backbone = "mini-gpt2"  # ar_model.BACKBONES name or a local HF directory with weights (+ tokenizer)
 text_len = 16
-loss = "gmm"  # "gmm" | "gaussian" | "l2" (paper Table 4)
+loss = "l2"  # "gmm" | "gaussian" | "l2" (paper Table 4)
 gmm_k = 16
 text_drop_prob = 0.1
 visual_drop_prob = 0.05
-token_norm = False  # standardise deep tokens per (token, channel) with the training set's statistics (scratch only)
+token_norm = True  # standardise deep tokens per (token, channel) with the training set's statistics (scratch only)
 # sampling defaults, stored in the checkpoint's config for sample.py (its flags override); the paper's release values
 sample_temperature = 1.0  # mixture-component temperature (0 = the most likely component)
 sample_var_scale = 0.01  # GMM variance scale
 sample_cfg_scale = 1.0  # AR classifier-free guidance (1 = off)
 # optimizer: AdamW (fused kernel on CUDA and CPU), warm-up + cosine (paper: lr 1e-4, betas (0.9, 0.98), eps 1e-6, wd 0.05)
-batch_size = 16  # micro-batch per process
+batch_size = 32  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
-learning_rate = 1e-4
-min_lr = 1e-5
-max_iters = 1000
-warmup_iters = 100
-lr_decay_iters = 1000
+learning_rate = 1e-3
+min_lr = 1e-4
+max_iters = 400
+warmup_iters = 50
+lr_decay_iters = 400
 weight_decay = 0.05  # matrices and embeddings only (dim >= 2)
 beta1 = 0.9
 beta2 = 0.98
@@ -193,41 +195,14 @@ def load_matching(model, state, source, source_loss=None):
     return skipped, "GMM means from the L2 prediction"
 
 
-def get_lr(it):
-    """Linear warm-up, then cosine decay from learning_rate to min_lr at lr_decay_iters."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it > lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
-
-
 # -----------------------------------------------------------------------------
 
 def main(config):
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    dev = device
-    if ddp:
-        dist.init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
-        rank, local_rank, world = dist.get_rank(), int(os.environ["LOCAL_RANK"]), dist.get_world_size()
-        if dev.startswith("cuda"):
-            dev = f"cuda:{local_rank}"
-            torch.cuda.set_device(dev)
-        if gradient_accumulation_steps % world:
-            raise ValueError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
-                             f"the {world} processes")
-    else:
-        rank, local_rank, world = 0, 0, 1
-    accum, master, device_type = gradient_accumulation_steps // world, rank == 0, dev.split(":")[0]
+    ddp, rank, local_rank, world, dev, accum = training.setup(device, gradient_accumulation_steps, "train_ar.py")
+    master, device_type = rank == 0, dev.split(":")[0]
     log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
     torch.manual_seed(seed + rank)
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if dtype not in dtypes:
-        raise SystemExit(f"train_ar.py: dtype must be one of {sorted(dtypes)}, got {dtype!r}")
-    ptdtype = dtypes[dtype]
-    ctx = nullcontext() if dtype == "float32" else torch.autocast(device_type=device_type, dtype=ptdtype)
+    ctx = training.autocast(dtype, device_type, "train_ar.py")
 
     # data (held in RAM)
     images = load_tokens(data_dir, "images", 1, val_fraction)
@@ -237,7 +212,7 @@ def main(config):
     n_q, token_dim = (images or videos)["train"]["tokens"].shape[2:]
 
     # model: scratch, resume, or the previous stage's weights (architecture from its checkpoint)
-    ckpt, iter_num, start_iter = None, 0, 0
+    ckpt, iter_num, start_iter, best_score = None, 0, 0, math.inf
     if init_from == "scratch":
         cfg = ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes, text_len=text_len,
                        loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
@@ -247,8 +222,8 @@ def main(config):
         source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
         ckpt = torch.load(source, map_location="cpu", weights_only=True)
         cfg = ARConfig(**ckpt["model_config"])
-        if init_from == "resume":  # max_iters may grow: the schedule follows lr_decay_iters
-            check_resume(ckpt["config"], config, source, RUN_ONLY + ("max_iters",))
+        if init_from == "resume":
+            check_resume(ckpt["config"], config, source)
         else:  # a new stage: new loss / drops, same architecture
             cfg = ARConfig(**(asdict(cfg) | dict(loss=loss, k=gmm_k, text_drop_prob=text_drop_prob,
                                                  visual_drop_prob=visual_drop_prob)))
@@ -298,14 +273,8 @@ def main(config):
         optimizer.load_state_dict(ckpt["optimizer"])
         if ckpt.get("scaler"):  # float16: the loss scale carries on where it was
             scaler.load_state_dict(ckpt["scaler"])
-        if len(ckpt["rng"]) == world:
-            state = ckpt["rng"][rank]
-            torch.set_rng_state(state["torch"])
-            if state["cuda"] is not None and device_type == "cuda":
-                torch.cuda.set_rng_state(state["cuda"])
-            train_batches.gen.set_state(state["batches"])
-        else:
-            log(f"checkpoint has RNG states for {len(ckpt['rng'])} processes, this run has {world}: not restored")
+        training.restore_rng(ckpt["rng"], rank, world, log, train_batches.gen)
+        best_score = ckpt.get("best_score", math.inf)
     ckpt = None
     model = fwd_model = torch.compile(raw_model) if compile else raw_model  # compile before the DDP wrap
     if ddp:
@@ -351,54 +320,35 @@ def main(config):
         still = (((real[:, :1] - real) / scale)[:, 1:] ** 2).mean()
         return (err / still).item()
 
-    def check_sync():
-        """Parameter checksum, asserted equal on every rank."""
-        total = sum(p.detach().double().sum() for p in raw_model.parameters())
-        if ddp:
-            lo, hi = total.clone(), total.clone()
-            dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-            dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-            if lo != hi:
-                raise RuntimeError(f"ranks out of sync: parameter checksums from {lo.item()!r} to {hi.item()!r}")
-        return total.item()
-
-    def save_checkpoint(val_loss):
-        rng = {"torch": torch.get_rng_state(), "batches": train_batches.gen.get_state(),
-               "cuda": torch.cuda.get_rng_state() if device_type == "cuda" else None}
-        rngs = [None] * world
-        if ddp:
-            dist.all_gather_object(rngs, rng)
-        else:
-            rngs = [rng]
-        if master:
-            os.makedirs(out_dir, exist_ok=True)
-            path = os.path.join(out_dir, "ckpt.pt")
-            torch.save({"model": raw_model.state_dict(), "model_config": asdict(raw_model.cfg),
-                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
-                        "val_loss": val_loss,
-                        "config": config, "rng": rngs}, path + ".tmp")
-            os.replace(path + ".tmp", path)  # atomic: a crash never leaves half a checkpoint
-            log(f"saved {path}")
-
     log(f"{world} process(es), {accum} micro-batches of {batch_size} each per step: global batch "
         f"{batch_size * accum * world}; device {dev}, dtype {dtype}, compile {compile}")
     def new_window():  # start time, tokens, FLOPs, summed loss, steps since the last log line
         return time.time(), 0, 0.0, torch.zeros((), device=dev), 0
 
     t0, tokens_seen, flops, loss_sum, steps = new_window()
-    bad_steps = 0
+    guard = training.BadStepGuard(max_bad_steps, "train_ar.py", f"Check the data in {data_dir} for NaN/inf, or "
+                                  "lower learning_rate", log)
     while True:
-        lr = get_lr(iter_num)
+        lr = training.get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
         if iter_num % eval_interval == 0 or iter_num == max_iters:
-            val_loss, checksum = estimate_loss(), check_sync()
+            val_loss, checksum = estimate_loss(), training.checksum(raw_model, ddp)
             gen_error = continuation_error() if master else float("nan")
             log(f"step {iter_num}: val loss {val_loss:.4f}, generated keyframes' error / still {gen_error:.3f}, "
                 f"parameter checksum {checksum:.6f}"
                 + (f" (same on all {world} ranks)" if ddp else ""))
-            if iter_num > start_iter:
-                save_checkpoint(val_loss)
+            if iter_num > start_iter:  # best.pt: the best generated continuation (the NLL can fall while it worsens)
+                score = gen_error if gen_rows is not None else val_loss
+                best = score < best_score
+                best_score = score if best else best_score
+                rngs = training.rng_states(ddp, world, train_batches.gen)
+                if master:
+                    training.save_checkpoint(out_dir, {
+                        "model": raw_model.state_dict(), "model_config": asdict(raw_model.cfg),
+                        "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(), "iter_num": iter_num,
+                        "val_loss": val_loss, "best_score": best_score, "config": config, "rng": rngs}, best)
+                    log(f"saved {out_dir}/ckpt.pt" + (" and best.pt" if best else ""))
             t0, tokens_seen, flops, loss_sum, steps = new_window()  # eval time is not training time
         if iter_num >= max_iters:
             break
@@ -415,17 +365,8 @@ def main(config):
             loss_sum += loss_value.detach().float()  # no host sync until the log line
         scaler.unscale_(optimizer)  # true gradients for the norm (and the clip)
         grad_norm = torch.nn.utils.clip_grad_norm_(raw_model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-        if torch.isfinite(grad_norm):  # the same on every rank: gradients are summed before this
-            bad_steps = 0
+        if guard.ok(grad_norm, iter_num):
             scaler.step(optimizer)
-        else:  # a NaN/inf loss or gradient: no update, so the weights (and any checkpoint) stay good
-            bad_steps += 1
-            log(f"iter {iter_num}: non-finite gradient norm ({grad_norm.item()}), update skipped "
-                f"({bad_steps} in a row)")
-            if bad_steps >= max_bad_steps:
-                raise SystemExit(f"train_ar.py: {bad_steps} non-finite steps in a row (iters "
-                                 f"{iter_num - bad_steps + 1}-{iter_num}), none of them applied: stopped. "
-                                 f"Check the data in {data_dir} for NaN/inf, or lower learning_rate")
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         iter_num, steps = iter_num + 1, steps + 1

@@ -1,20 +1,26 @@
 """
 Train the deep tokenizer (paper Sec. 3.2): the query transformer Q and a video diffusion
-decoder that rebuilds the clip between two keyframes from their 2 x N_q deep tokens.
-The diffusion loss (paper Eq. 1) is the only loss Q sees; the encoder E stays frozen.
+decoder that rebuilds the clip between two keyframes from their 2 x N_q deep tokens
+(the diffusion loss, paper Eq. 1; with keyframe_loss_weight > 0 also a redraw of the two
+keyframes from their own tokens). The encoder E stays frozen. nanoGPT style, and the same
+skeleton as train_ar.py (training.py holds what the two share).
 
-    python train_tokenizer.py config/shapes.py
+    python train_tokenizer.py                                  # the tiny CPU configuration (config/shapes.py)
     torchrun --standalone --nproc_per_node=4 train_tokenizer.py config/tokenizer_paper.py
 
-Every `eval_interval`: reconstruct held-out clips from their head/rear deep tokens with
-DDIM, log PSNR (next to baselines that see the true pixels) and a linear probe of the
-deep tokens, and write a ground truth | reconstruction gif.
+Every `eval_interval` (rank 0): reconstruct held-out clips from their head/rear deep tokens with
+DDIM, log PSNR (next to baselines that see the true pixels) and a linear probe of the deep
+tokens, write a ground truth | reconstruction gif, check the ranks agree, save a checkpoint.
+
+Checkpoint out_dir/ckpt.pt (written atomically; torch.load(..., weights_only=True) reads it):
+    tokenizer, denoiser, optimizer   state dicts; config: this run's settings (sample.py's decoder defaults)
+    iter_num, rng (per-rank RNG states: init_from="resume" continues exactly), best_psnr
+out_dir/best.pt is the checkpoint with the best held-out PSNR so far.
 """
 import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -27,15 +33,16 @@ import data
 import diffusion
 from evaluate import crossfade, direction_name, parse_prompt, recon_analysis
 import tokenizer as tok
+import training
 from configurator import check_resume, configure
 
 # -----------------------------------------------------------------------------
-# default config: the tiny CPU configuration (config/shapes.py documents the choices)
-out_dir = "out/tokenizer"
+# default config: the tiny CPU configuration the demo trains (config/shapes.py names each choice and why)
+out_dir = "out/shapes/tokenizer"
 data_dir = "data/shapes"  # holds videos.csv (clips) and images.csv (encoder stand-in pre-training)
 init_from = "scratch"  # "scratch" or "resume" (from out_dir/ckpt.pt)
 override_on_resume = ""  # settings (comma-separated) a resume may change; any other difference is an error
-eval_interval = 250
+eval_interval = 1300
 log_interval = 25
 eval_clips = 16  # held-out clips reconstructed at each eval
 probe_videos = 400  # training videos whose keyframes the linear probes of the deep tokens read (0 = no probe)
@@ -43,7 +50,7 @@ probe_keyframes = 5  # keyframes per probe video, clip_frames apart
 # encoder E (open_clip)
 clip_model = "nanodicode-tiny"  # an open_clip model name, or a config in config/open_clip/
 clip_pretrained = ""  # open_clip tag or local weights file; "" = stand-in pre-training below
-clip_pretrain_iters = 400  # contrastive pre-training of the tiny CLIP on images.csv (0 = random frozen E)
+clip_pretrain_iters = 0  # > 0: contrastive pre-training of the tiny CLIP on images.csv (0 = random frozen E)
 clip_pretrain_batch = 128
 clip_pretrain_lr = 1e-3
 train_encoder = False  # the paper keeps E frozen
@@ -54,7 +61,7 @@ q_layers = 2
 q_heads = 4
 # denoiser
 denoiser = "unet"  # the compact VideoUNet of diffusion.py, pixel space
-unet_channels = (32, 64, 128)
+unet_channels = (32, 48, 96)
 map_channels = 8
 pretrained_dir = ""  # denoiser "unet3d": local diffusers directory with unet/ and vae/ (zeroscope / ModelScope-T2V layout)
 # clips
@@ -67,20 +74,20 @@ cache_frames = True  # keep decoded videos in RAM (small data sets)
 prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
-keyframe_loss_weight = 0.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (config/shapes.py)
-order_clips = 0  # > 0: at the end, renumber the deep tokens by how much the decoder needs them, on this many clips
-ddim_steps = 20  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
-cfg_scale = 7.5
+keyframe_loss_weight = 1.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (0 = the paper's)
+order_clips = 192  # > 0: at the end, renumber the deep tokens by how much the decoder needs them, on this many clips
+ddim_steps = 25  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
+cfg_scale = 2.0  # the paper's 7.5 turns this small decoder's errors into speckle
 guidance_rescale = 0.7
 eval_stride = 1
 # optimisation
-batch_size = 16
-grad_accum = 1
-learning_rate = 1e-3
-min_lr = 1e-4
-lr_schedule = "cosine"  # or "constant"
+batch_size = 12  # micro-batch per process
+gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
+learning_rate = 2e-3
+min_lr = 1e-4  # = learning_rate: constant after the warm-up
+max_iters = 2600
 warmup_iters = 100
-max_iters = 2000
+lr_decay_iters = 2600  # cosine from learning_rate to min_lr over these steps
 weight_decay = 0.0
 beta1 = 0.9
 beta2 = 0.999
@@ -121,15 +128,6 @@ class Autoencoder(nn.Module):
             drawn = self.denoiser.token_map.render(cond.view(-1, self.tokenizer.n_queries, cond.shape[-1]))
             loss = loss + self.keyframe_loss_weight * F.mse_loss(drawn, seen[:, [0, -1]].flatten(0, 1))
         return loss
-
-
-def get_lr(it):
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / warmup_iters
-    if lr_schedule == "constant":
-        return learning_rate
-    progress = min(1.0, (it - warmup_iters) / max(1, max_iters - warmup_iters))
-    return min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
 def get_batch(dataset, n):
@@ -272,31 +270,15 @@ def write_side_by_side(path, clips, recon, scale=4):
     imageio.mimsave(path, list(grid), duration=125, loop=0)
 
 
-def save_checkpoint(path, **state):
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written checkpoint
+# -----------------------------------------------------------------------------
 
-
-if __name__ == "__main__":
-    config = configure(globals(), sys.argv[1:])
-    if dtype not in ("float32", "bfloat16"):
-        sys.exit(f"train_tokenizer.py: dtype must be 'float32' or 'bfloat16' (autocast), got {dtype!r}")
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
-        rank, world_size = dist.get_rank(), dist.get_world_size()
-        if device.startswith("cuda"):
-            device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-            torch.cuda.set_device(device)
-    else:
-        rank, world_size = 0, 1
-    master = rank == 0
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    autocast = torch.autocast(device_type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
+def main(config):
+    global device  # the helpers above read it; under torchrun on GPUs it names this process's GPU
+    ddp, rank, local_rank, world, device, accum = training.setup(device, gradient_accumulation_steps,
+                                                                   "train_tokenizer.py")
+    master, device_type = rank == 0, device.split(":")[0]
+    log = (lambda msg: print(msg, flush=True)) if master else (lambda msg: None)
+    ctx = training.autocast(dtype, device_type, "train_tokenizer.py", allowed=("float32", "bfloat16"))
     os.makedirs(out_dir, exist_ok=True)
     ckpt_path = os.path.join(out_dir, "ckpt.pt")
 
@@ -308,10 +290,11 @@ if __name__ == "__main__":
         if master and not os.path.isfile(encoder_weights):
             t0 = time.time()
             pretrain_clip(encoder_weights)
-            print(f"clip pre-training: {time.time() - t0:.0f}s -> {encoder_weights}")
+            log(f"clip pre-training: {time.time() - t0:.0f}s -> {encoder_weights}")
         if ddp:
             dist.barrier()
 
+    # model: E + Q + denoiser, from scratch or resumed
     tokenizer, denoiser = tok.build_autoencoder(config | {"clip_pretrained": encoder_weights})
     alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
     try:
@@ -320,26 +303,27 @@ if __name__ == "__main__":
         sys.exit(f"config error: {e}")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
-    iter_num = 0
+    ckpt, iter_num, start_iter, best_psnr = None, 0, 0, -math.inf
     if init_from == "resume":
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        check_resume(ckpt["config"], config, ckpt_path)  # max_iters too: it sets the cosine schedule
+        check_resume(ckpt["config"], config, ckpt_path)
         tokenizer.load_state_dict(ckpt["tokenizer"])
         denoiser.load_state_dict(ckpt["denoiser"])
         optimizer.load_state_dict(ckpt["optimizer"])
-        iter_num = ckpt["iter_num"]
-        print(f"resumed from {ckpt_path} at iter {iter_num}") if master else None
+        iter_num = start_iter = ckpt["iter_num"]
+        best_psnr = ckpt.get("best_psnr", -math.inf)
+        log(f"resumed from {ckpt_path} at iter {iter_num}")
     elif init_from != "scratch":
         sys.exit(f"config error: init_from must be 'scratch' or 'resume', got {init_from!r}")
-    if master:
-        n_train = sum(p.numel() for p in params)
-        print(f"E {sum(p.numel() for p in tokenizer.encoder.parameters()) / 1e6:.2f}M (frozen: {not train_encoder}), "
-              f"Q {sum(p.numel() for p in tokenizer.query.parameters()) / 1e6:.2f}M, "
-              f"denoiser {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M; trainable {n_train / 1e6:.2f}M")
-    train_model = torch.compile(model) if compile else model
+    log(f"E {sum(p.numel() for p in tokenizer.encoder.parameters()) / 1e6:.2f}M (frozen: {not train_encoder}), "
+        f"Q {sum(p.numel() for p in tokenizer.query.parameters()) / 1e6:.2f}M, "
+        f"denoiser {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M; "
+        f"trainable {sum(p.numel() for p in params) / 1e6:.2f}M")
+    train_model = torch.compile(model) if compile else model  # compile before the DDP wrap
     if ddp:
-        train_model = DDP(train_model, device_ids=[int(os.environ["LOCAL_RANK"])] if device_type == "cuda" else None)
+        train_model = DDP(train_model, device_ids=[local_rank] if device_type == "cuda" else None)
 
+    # data: clips of the training videos; fixed held-out clips for the evaluations
     manifest = os.path.join(data_dir, "videos.csv")
     frames_cache = {} if cache_frames else None  # one cache for the training, held-out and probe readers
     train_set = data.ClipDataset(manifest, image_size, clip_frames, max_stride, split="train",
@@ -349,14 +333,20 @@ if __name__ == "__main__":
     if cache_frames:  # decode everything once, several files at a time, instead of one file per sample
         t_load = time.time()
         n_files = train_set.preload() + val_set.preload()
-        print(f"decoded {n_files} videos into RAM in {time.time() - t_load:.0f}s") if master else None
-    torch.manual_seed(seed)  # the same held-out clips at every eval and in every run
-    val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
+        log(f"decoded {n_files} videos into RAM in {time.time() - t_load:.0f}s")
+    with torch.random.fork_rng(devices=[]):  # the same held-out clips at every eval and in every run
+        torch.manual_seed(seed)
+        val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
     val_stride = torch.full((eval_clips,), eval_stride, device=device)
     probe_set = data.KeyframeDataset(manifest, image_size, clip_frames, probe_keyframes, split="train",
                                      val_fraction=val_fraction, cache=frames_cache) if probe_videos else None
+    torch.manual_seed(seed + rank)  # each rank its own batches, noise and drops
+    if ckpt is not None:
+        training.restore_rng(ckpt["rng"], rank, world, log)
+    ckpt = None
 
     def evaluate():
+        """Rank 0: held-out clips decoded from their deep tokens (PSNR, analyser), a gif, probes of the tokens."""
         model.eval()
         zero = torch.zeros(1, 2, 3, image_size, image_size, device=device)
         uncond = model.condition(zero)  # tokens of an all-zero image, as in training
@@ -372,81 +362,84 @@ if __name__ == "__main__":
         model.train()
         return metrics
 
-    log = open(os.path.join(out_dir, "log.csv"), "a")
-    t0, train_time, clips_seen = time.time(), 0.0, 0
-    model.train()
-    bad_steps = 0
-    start_iter = iter_num  # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
-    while True:
-        if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
-            if master:
-                metrics = evaluate()
-                print(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
-                log.write(f"eval,{iter_num},{time.time() - t0:.1f}," + ",".join(f"{k}={v:.4f}" for k, v in metrics.items()) + "\n")
-                log.flush()
-                save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
-                                optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
-        if iter_num >= max_iters:
-            break
-        # every iteration reseeds from (seed, rank, iter): batches, strides, noise and drops replay exactly on resume
-        torch.manual_seed(seed + 1000003 * iter_num + rank)
-        t_iter = time.time()
-        lr = get_lr(iter_num)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        for micro in range(grad_accum):
-            clips, stride = get_batch(train_set, batch_size)
-            drop = torch.rand(batch_size, device=device) < cond_drop_prob
-            sync = nullcontext() if (not ddp or micro == grad_accum - 1) else train_model.no_sync()
-            with sync, autocast:
-                loss = train_model(clips, stride, drop) / grad_accum
-            loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
-        if torch.isfinite(grad_norm):  # the same on every rank: gradients are summed before this
-            bad_steps = 0
-            optimizer.step()
-        else:  # a NaN/inf loss or gradient: no update, so the weights (and any checkpoint) stay good
-            bad_steps += 1
-            print(f"iter {iter_num}: non-finite gradient norm ({grad_norm.item()}), update skipped "
-                  f"({bad_steps} in a row)") if master else None
-            if bad_steps >= max_bad_steps:
-                raise SystemExit(f"train_tokenizer.py: {bad_steps} non-finite steps in a row (iters "
-                                 f"{iter_num - bad_steps + 1}-{iter_num}), none of them applied: stopped. "
-                                 f"Lower learning_rate, or check the videos in {manifest}")
-        optimizer.zero_grad(set_to_none=True)
-        iter_num += 1
-        clips_seen += batch_size * grad_accum * world_size
-        train_time += time.time() - t_iter
-        if master and iter_num % log_interval == 0:
-            dt = time.time() - t0
-            print(f"iter {iter_num}: loss {loss.item() * grad_accum:.4f}, lr {lr:.2e}, "
-                  f"{clips_seen / train_time:.1f} clips/s, {dt:.0f}s")
-            log.write(f"train,{iter_num},{dt:.1f},loss={loss.item() * grad_accum:.5f}\n")
-            log.flush()
-    if order_clips > 0:  # the decoder is indifferent to the tokens' order, the AR model is not (tokenizer.order_queries)
+    def renumber_queries():
+        """The decoder reads the deep tokens as a set, the AR model in order: put first the ones the decoder needs
+        most (tokenizer.order_queries), chosen on rank 0 and broadcast. AdamW's moments follow their rows."""
         queries, order = tokenizer.query.queries, torch.empty(n_queries, dtype=torch.long, device=device)
         if master:
-            torch.manual_seed(seed)
-            model.eval()
-            order = tok.order_queries(tokenizer, denoiser, get_batch(train_set, order_clips)[0], model.alphas_cumprod,
-                                      prediction_type).to(device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                model.eval()
+                order = tok.order_queries(tokenizer, denoiser, get_batch(train_set, order_clips)[0],
+                                          model.alphas_cumprod, prediction_type).to(device)
+                model.train()
         if ddp:
             dist.broadcast(order, 0)
             if not master:
                 with torch.no_grad():
                     queries.copy_(queries[order])
-        for moment in optimizer.state[queries].values():  # AdamW's moments follow their rows: resume stays exact
+        for moment in optimizer.state[queries].values():
             if moment.shape == queries.shape:
                 moment.copy_(moment[order])  # indexing copies first
-        if master:
-            print(f"deep tokens renumbered by the decoder's need (tokenizer.order_queries): order {order.tolist()}")
-            save_checkpoint(ckpt_path, tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(),
-                            optimizer=optimizer.state_dict(), iter_num=iter_num, config=config)
-    if ddp:  # DDP keeps replicas identical; check it (a parameter checksum, as train_ar.py): a silent drift
-        total = sum(p.detach().double().sum() for p in model.parameters())  # would waste a whole run
-        lo, hi = total.clone(), total.clone()
-        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
-        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
-        if master:
-            print(f"ranks in sync: {bool(lo == hi)} (parameter checksum {total.item():.6f})")
+        log(f"deep tokens renumbered by the decoder's need (tokenizer.order_queries): order {order.tolist()}")
+
+    log(f"{world} process(es), {accum} micro-batches of {batch_size} clips each per step: global batch "
+        f"{batch_size * accum * world}; device {device}, dtype {dtype}, compile {compile}")
+    log_file = open(os.path.join(out_dir, "log.csv"), "a") if master else None
+    guard = training.BadStepGuard(max_bad_steps, "train_tokenizer.py", f"Lower learning_rate, or check the videos "
+                                  f"in {manifest}", log)
+    t0, train_time, clips_seen = time.time(), 0.0, 0
+    model.train()
+    while True:
+        lr = training.get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
+        if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
+            if iter_num == max_iters and order_clips > 0:
+                renumber_queries()
+            checksum = training.checksum(model, ddp)
+            rngs = training.rng_states(ddp, world)
+            if master:
+                metrics = evaluate()
+                log(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
+                log(f"parameter checksum {checksum:.6f}" + (f" (same on all {world} ranks)" if ddp else ""))
+                log_file.write(f"eval,{iter_num},{time.time() - t0:.1f},"
+                               + ",".join(f"{k}={v:.4f}" for k, v in metrics.items()) + "\n")
+                log_file.flush()
+                best = metrics["psnr"] > best_psnr  # best.pt: the best held-out reconstructions
+                best_psnr = max(best_psnr, metrics["psnr"])
+                training.save_checkpoint(out_dir, dict(
+                    tokenizer=tokenizer.state_dict(), denoiser=denoiser.state_dict(), optimizer=optimizer.state_dict(),
+                    iter_num=iter_num, best_psnr=best_psnr, config=config, rng=rngs), best)
+                log(f"saved {ckpt_path}" + (" and best.pt" if best else ""))
+        if iter_num >= max_iters:
+            break
+        t_iter = time.time()
+        for micro_step in range(accum):
+            if ddp:  # gradients sync on the last micro-step only
+                train_model.require_backward_grad_sync = micro_step == accum - 1
+            clips, stride = get_batch(train_set, batch_size)
+            drop = torch.rand(batch_size, device=device) < cond_drop_prob
+            with ctx:
+                loss = train_model(clips, stride, drop) / accum
+            loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
+        if guard.ok(grad_norm, iter_num):
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        clips_seen += batch_size * accum * world
+        train_time += time.time() - t_iter
+        if master and iter_num % log_interval == 0:
+            dt = time.time() - t0
+            log(f"iter {iter_num}: loss {loss.item() * accum:.4f}, lr {lr:.2e}, "
+                f"{clips_seen / train_time:.1f} clips/s, {dt:.0f}s")
+            log_file.write(f"train,{iter_num},{dt:.1f},loss={loss.item() * accum:.5f}\n")
+            log_file.flush()
+    if ddp:
         dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(configure(globals(), sys.argv[1:]))

@@ -31,17 +31,23 @@ probe_videos = 0  # the linear probes read the shapes set's captions and analyse
 eval_clips = 8
 eval_interval = 5000
 log_interval = 50
-# diffusion: v-prediction, zero-terminal-SNR scaled-linear schedule, 5% condition drop (the defaults);
-# eval reconstructions with the paper's sampler: DDIM 50 steps, CFG 7.5, guidance rescale 0.7
+# diffusion: v-prediction, zero-terminal-SNR scaled-linear schedule, 5% condition drop; the diffusion loss alone
+# (no keyframe redraw loss) and Q's queries in their own order (no renumbering): the paper's. Eval reconstructions
+# with the paper's sampler: DDIM 50 steps, CFG 7.5, guidance rescale 0.7
+keyframe_loss_weight = 0.0
+order_clips = 0
 ddim_steps = 50
-# optimisation: AdamW, lr 1e-5 constant, no warm-up, 100k steps, global batch 64 = batch_size * grad_accum * world
-# (here 4 GPUs x 16 x 1; raise grad_accum on fewer or smaller GPUs)
+cfg_scale = 7.5
+guidance_rescale = 0.7
+# optimisation: AdamW, lr 1e-5 constant, no warm-up, 100k steps, global batch 64 = batch_size x
+# gradient_accumulation_steps (micro-batches over all processes): 4 GPUs x 16 clips, 4 micro-batches of 16 on one
 batch_size = 16
-grad_accum = 1
+gradient_accumulation_steps = 4
 learning_rate = 1e-5
-lr_schedule = "constant"
+min_lr = 1e-5  # = learning_rate: constant
 warmup_iters = 0
 max_iters = 100000
+lr_decay_iters = 100000
 # system
 dtype = "bfloat16"
 compile = True

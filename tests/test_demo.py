@@ -78,15 +78,40 @@ def test_an_interrupted_stage_resumes_only_with_its_own_settings(tmp_path, capsy
                                           "out_dir": "a", "init_from": "scratch"}}, ckpt)
     pipe = demo.Pipeline(str(tmp_path), str(tmp_path / "work"), {})
     same = [str(conf), "--max_iters=4", "--lr_decay_iters=4", "--seed=0", "--out_dir=b"]
-    assert pipe.resumable("ar_stage2", ckpt, same) and pipe.resumable("tokenizer", ckpt, same)
-    assert pipe.resumable("ar_stage2", ckpt, same + ["--max_iters=8"])  # the AR schedule follows lr_decay_iters
-    assert not pipe.resumable("tokenizer", ckpt, same + ["--max_iters=8"])  # the tokenizer's follows max_iters
-    assert "max_iters: 4 -> 8): starting over" in capsys.readouterr().out
-    conf.write_text("learning_rate = 3e-4\n")  # a config file edited since
-    assert not pipe.resumable("ar_stage2", ckpt, same + ["--max_iters=8", "--lr_decay_iters=8"])
+    assert pipe.resume_plan("ar_stage2", ckpt, same)["max_iters"] == 4
+    assert pipe.resume_plan("tokenizer", ckpt, same + ["--max_iters=8"])["max_iters"] == 8  # the schedule follows
+    conf.write_text("learning_rate = 3e-4\n")  # a config file edited since                  lr_decay_iters
+    assert pipe.resume_plan("ar_stage2", ckpt, same + ["--max_iters=8", "--lr_decay_iters=8"]) is None
     assert "learning_rate: 0.001 -> 0.0003; lr_decay_iters: 4 -> 8): starting over" in capsys.readouterr().out
-    assert not pipe.resumable("ar_stage2", ckpt, same + ["--new_setting=1"])  # unknown to the checkpoint's code
+    assert pipe.resume_plan("ar_stage2", ckpt, same + ["--new_setting=1"]) is None  # unknown to the checkpoint's code
     assert "unknown config key 'new_setting'" in capsys.readouterr().out
+
+
+def test_the_config_files_are_the_trainers_defaults_and_chain_into_sample_py():
+    """config/shapes.py and config/ar_shapes_stage1.py restate train_tokenizer.py's and train_ar.py's defaults (so a
+    bare `python train_tokenizer.py` trains what the demo trains); the stages' folders chain into one another, into
+    the encoder's output and into sample.py's defaults; demo.py itself holds no training setting."""
+    import sample
+    import train_ar
+    import train_tokenizer
+    from configurator import apply_config
+    for module, conf in ((train_tokenizer, "config/shapes.py"), (train_ar, "config/ar_shapes_stage1.py")):
+        defaults = {k: v for k, v in vars(module).items() if not k.startswith("_")}
+        named = apply_config(dict(defaults), [os.path.join(ROOT, conf)])
+        assert named == apply_config(dict(defaults), []), conf
+        assigned = {}
+        exec(open(os.path.join(ROOT, conf)).read(), assigned)
+        assert len(assigned) > 10, conf  # the file names the choices (an empty file would pass the line above)
+    tokenizer = apply_config({k: v for k, v in vars(train_tokenizer).items() if not k.startswith("_")}, [])
+    ar_defaults = {k: v for k, v in vars(train_ar).items() if not k.startswith("_")}
+    stages = [apply_config(dict(ar_defaults), [os.path.join(ROOT, f"config/ar_shapes_stage{i}.py")]) for i in (1, 2, 3, 4)]
+    pipe = demo.Pipeline("out/demo", None, {})
+    assert tokenizer["out_dir"] == pipe.tokenizer == os.path.dirname(sample.DEFAULT_TOKENIZER_CKPT)
+    assert tokenizer["data_dir"] == pipe.data
+    assert [s["out_dir"] for s in stages] == pipe.ar and pipe.ar[-1] == os.path.dirname(sample.DEFAULT_AR_CKPT)
+    assert {s["data_dir"] for s in stages} == {pipe.tokens}
+    assert [s["init_from"] for s in stages] == ["scratch"] + [os.path.join(d, "ckpt.pt") for d in pipe.ar[:-1]]
+    assert not set(demo.KNOBS) & {"max_iters", "TOKENIZER_ITERS", "AR_ITERS"}
 
 
 def test_log_parsing_keeps_the_last_value_of_a_resumed_iteration(tmp_path):

@@ -144,7 +144,9 @@ def test_paper_config_applies_to_train_tokenizer():
     assert settings["denoiser"] == "unet3d" and settings["pretrained_dir"]
     assert (settings["clip_frames"] + 1, settings["image_size"], settings["max_stride"]) == (16, 256, 6)
     assert settings["learning_rate"] == 1e-5 and settings["max_iters"] == 100000
-    assert settings["batch_size"] * settings["grad_accum"] * 4 == 64  # on the paper's 4 GPUs
+    assert settings["batch_size"] * settings["gradient_accumulation_steps"] == 64  # global, over all processes
+    assert settings["min_lr"] == settings["learning_rate"]  # constant
+    assert (settings["keyframe_loss_weight"], settings["order_clips"], settings["cfg_scale"]) == (0.0, 0, 7.5)
 
 
 def test_paper_size_parameter_counts():

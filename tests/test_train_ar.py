@@ -45,7 +45,7 @@ def token_dir(tmp_path_factory):
 
 
 def common(token_dir, out_dir, **kw):
-    args = dict(data_dir=token_dir, out_dir=out_dir, max_keyframes=3, text_len=12, gmm_k=4, batch_size=8,
+    args = dict(data_dir=token_dir, out_dir=out_dir, backbone="tiny-gpt2", loss="gmm", token_norm=False, max_keyframes=3, text_len=12, gmm_k=4, batch_size=8,
                 learning_rate=3e-3, min_lr=3e-4, warmup_iters=2, lr_decay_iters=20, eval_iters=2, log_interval=5,
                 val_fraction=0.25, image_video_ratio=0.5, device="cpu", dtype="float32", seed=7) | kw
     return [f"--{k}={v}" for k, v in args.items()]
