@@ -38,6 +38,7 @@ var_c,k). Gaussian head: the mean only; L2 head: the prediction. Both passes are
 same sampled tokens. s = 1 is plain conditional sampling (no second pass).
 """
 import dataclasses
+import inspect
 import json
 import os
 import warnings
@@ -127,6 +128,8 @@ class ARModel(nn.Module):
             raise ValueError(f"unknown loss {cfg.loss!r}, expected 'gmm', 'gaussian' or 'l2'")
         self.cfg = cfg = dataclasses.replace(cfg)  # a copy: filled in below
         self.backbone = _build_backbone(cfg)
+        params = inspect.signature(self.backbone.forward).parameters  # transformers 5.x renames past_key_values
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         cfg.backbone_config = json.loads(self.backbone.config.to_json_string(use_diff=True))  # plain types
         ctx = self.backbone.config.max_position_embeddings  # GPT-2: n_positions
         if cfg.text_len + cfg.max_keyframes * (cfg.n_q + 1) > ctx:
@@ -204,8 +207,8 @@ class ARModel(nn.Module):
         self.token_mean.copy_(tokens.mean(0))
         self.token_std.copy_(tokens.std(0).clamp(min=1e-6))
 
-    def _visual_inputs(self, tokens, frame0=0):
-        """(B, T, N_q, C) deep tokens of frames frame0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
+    def _visual_inputs(self, tokens):
+        """(B, T, N_q, C) deep tokens of frames 0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
         B, T = tokens.shape[:2]
         x = self.in_proj(tokens)  # (B, T, N_q, W)
         if self.training:  # always in the graph (even at p = 0) so DDP sees mask_emb used
@@ -213,14 +216,14 @@ class ARModel(nn.Module):
             x = torch.where(drop[..., None], self.mask_emb.to(x.dtype), x)
         x = x + self.pos_emb  # token-in-frame index
         x = torch.cat([self.bov.to(x.dtype).expand(B, T, 1, -1), x], dim=2)  # (B, T, 1 + N_q, W)
-        return x + self.frame_emb[frame0:frame0 + T, None]  # frame index, [BOV] included
+        return x + self.frame_emb[:T, None]  # frame index, [BOV] included
 
-    def _run(self, embeds, mask, start=0, cache=None, use_cache=False):
-        """Backbone over embeds (B, S, W) at absolute positions start.. (mask covers 0..start+S)."""
-        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, start:]  # real tokens count from 0
-        out = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=pos,
-                            past_key_values=cache, use_cache=use_cache)
-        return out.last_hidden_state, out.past_key_values
+    def _run(self, embeds, mask, cache=None):
+        """Backbone states (B, S, W) of embeds (B, S, W), the last S of the positions mask (B, S0 + S) covers;
+        cache: a DynamicCache holding the first S0 (none: S0 = 0), extended in place."""
+        pos = (mask.cumsum(1) - 1).clamp(min=0)[:, mask.shape[1] - embeds.shape[1]:]  # real tokens count from 0
+        return self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=pos, use_cache=cache is not None,
+                             **{self._cache_kwarg: cache}).last_hidden_state
 
     def nll(self, params, target):
         """Per-position loss (...) of head outputs (..., P) vs deep tokens (..., C), fp32: Sec. 3.4 / Alg. 1."""
@@ -249,7 +252,7 @@ class ARModel(nn.Module):
         text = self.backbone.get_input_embeddings()(text_ids)  # (B, L, W)
         vis = self._visual_inputs(tokens).flatten(1, 2).to(text.dtype)  # (B, T * (1 + N_q), W)
         mask = torch.cat([text_mask, text_mask.new_ones(B, vis.shape[1])], 1)  # (B, L + T * (1 + N_q))
-        h, _ = self._run(torch.cat([text, vis], 1), mask)
+        h = self._run(torch.cat([text, vis], 1), mask)
         h = h[:, text.shape[1]:].unflatten(1, (T, Nq + 1))[:, :, :Nq]  # (B, T, N_q, W): states at BOV, q_0..q_Nq-2
         loss = self.nll(self.out_proj(h), tokens)  # (B, T, N_q)
         if reduction == "none":
@@ -286,6 +289,7 @@ class ARModel(nn.Module):
         if num_keyframes > cfg.max_keyframes:
             raise ValueError(f"num_keyframes={num_keyframes} but the model's frame embedding covers "
                              f"max_keyframes={cfg.max_keyframes}")
+        from transformers import DynamicCache
         was_training, B, Nq = self.training, len(prompts), cfg.n_q
         self.eval()
         guided = cfg_scale != 1.0
@@ -293,7 +297,6 @@ class ARModel(nn.Module):
         dev = self.bov.device
         ids, tmask = ids.to(dev), tmask.to(dev)
         text = self.backbone.get_input_embeddings()(ids)  # (B', L, W), B' = 2B with guidance
-        L = text.shape[1]
         fed = torch.zeros(ids.shape[0], num_keyframes, Nq, cfg.token_dim, device=dev)  # inputs fed back
         first = 0 if prefix is None else prefix.shape[1]  # keyframes given
         if first:
@@ -301,24 +304,28 @@ class ARModel(nn.Module):
                 raise ValueError(f"prefix of shape {tuple(prefix.shape)} does not fit {B} prompts, "
                                  f"{num_keyframes} keyframes of ({Nq}, {cfg.token_dim})")
             fed[:, :first] = ((prefix.to(dev) - self.token_mean) / self.token_std).repeat(ids.shape[0] // B, 1, 1, 1)
-        mask = torch.cat([tmask, tmask.new_ones(ids.shape[0], num_keyframes * (Nq + 1))], 1)
-        cache, done = None, 0  # positions already in the cache
+        mask = torch.cat([tmask, tmask.new_ones(ids.shape[0], num_keyframes * (Nq + 1))], 1)  # (B', L + T (1 + N_q))
+        bov = lambda f: (self.bov + self.frame_emb[f]).to(text.dtype).expand(ids.shape[0], 1, -1)  # (B', 1, W): BOV_f
+        # prefill: the text, the given keyframes and the BOV whose state predicts the first token to generate
+        new = torch.cat([text, self._visual_inputs(fed[:, :first]).flatten(1, 2).to(text.dtype), bov(first)], 1)
+        cache, n = DynamicCache() if use_cache else None, 0  # n: positions fed so far
         for f in range(first, num_keyframes):
             for m in range(Nq):
-                end = L + f * (Nq + 1) + 1 + m  # the input at end - 1 predicts q_(f,m)
-                f0 = max(f - 1, 0) if use_cache and done else 0  # frames whose inputs this step may need
-                seq = self._visual_inputs(fed[:, f0:f + 1], frame0=f0).flatten(1, 2).to(text.dtype)
-                offset = L + f0 * (Nq + 1)
-                if f0 == 0:
-                    seq, offset = torch.cat([text, seq], 1), 0
-                start = done if use_cache else 0
-                h, cache = self._run(seq[:, start - offset:end - offset], mask[:, :end], start, cache, use_cache)
-                params = self.out_proj(h[:, -1])  # (B', P)
+                n += new.shape[1]
+                if use_cache:  # only the new positions; the cache holds the rest
+                    h = self._run(new, mask[:, :n], cache)
+                else:  # the reference: the whole sequence again
+                    seq = torch.cat([text, self._visual_inputs(fed).flatten(1, 2).to(text.dtype)], 1)
+                    h = self._run(seq[:, :n], mask[:, :n])
+                params = self.out_proj(h[:, -1])  # (B', P): the last state predicts q_(f,m)
                 if guided:
                     params = self._guide(params, cfg_scale)  # (B, P)
                 q = self._sample(params.float(), var_scale, temperature, generator)  # (B, C)
                 fed[:, f, m] = q.repeat(2, 1) if guided else q
-                done = end
+                # fed back: q_(f,m) as _visual_inputs embeds it; its state predicts q_(f,m+1) ...
+                new = (self.in_proj(fed[:, f, m]) + self.pos_emb[m] + self.frame_emb[f]).to(text.dtype)[:, None]
+                if m == Nq - 1 and f + 1 < num_keyframes:  # ... or nothing: then BOV_(f+1) predicts q_(f+1,0)
+                    new = torch.cat([new, bov(f + 1)], 1)  # (B', 2, W)
         self.train(was_training)
         return fed[:B] * self.token_std + self.token_mean  # (B, num_keyframes, N_q, C), deep-token units
 

@@ -1,4 +1,6 @@
 """Tests of ar_model.py: loss positions, padding, KV cache, guidance, loading, paper sizes, overfitting."""
+import itertools
+
 import pytest
 import torch
 
@@ -86,6 +88,31 @@ def test_generate_kv_cache_matches_recompute(model, cfg_scale):
     assert a.shape == (2, 3, 4, 8) and a.dtype == torch.float32
     torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     assert (a - c).abs().mean() > 0.1  # and the draws do matter
+
+
+def test_generate_feeds_each_position_once(model):
+    """KV cache: one prefill call (text, given keyframes, first BOV to generate after), then one call per further
+    token with only the new positions: the token just sampled, plus the next BOV where a keyframe ends; every deep
+    token goes through the input MLP once. use_cache=False, the reference, recomputes the whole sequence."""
+    prefix = torch.randn(2, 1, 4, 8, generator=torch.Generator().manual_seed(6))
+
+    def calls(use_cache):  # -> positions fed per backbone call, deep tokens embedded in all
+        lengths, rows = [], []
+        hooks = [model.backbone.register_forward_pre_hook(lambda m, a, kw: lengths.append(kw["inputs_embeds"].shape[1]),
+                                                          with_kwargs=True),
+                 model.in_proj.register_forward_pre_hook(lambda m, a: rows.append(a[0][..., 0].numel()))]
+        try:
+            model.generate(PROMPTS, 3, prefix=prefix, cfg_scale=3.0, use_cache=use_cache)  # guided: 2 x 2 rows
+        finally:
+            for h in hooks:
+                h.remove()
+        return lengths, sum(rows)
+
+    (cached, embedded), (recomputed, _) = calls(True), calls(False)
+    L = model.tokenize(PROMPTS, trim=True)[0].shape[1]
+    assert cached == [L + 5 + 1, 1, 1, 1, 2, 1, 1, 1]  # [text | BOV_0 q_(0,:) | BOV_1], q_(1,0) .., [q_(1,3), BOV_2], ..
+    assert embedded == (2 * 2) * 3 * 4  # rows x keyframes x N_q
+    assert recomputed == list(itertools.accumulate(cached))
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

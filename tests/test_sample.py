@@ -84,7 +84,7 @@ def test_end_to_end_writes_mp4_gif_npz(ckpts, tmp_path):
         assert [row["caption"] for row in csv.DictReader(f)] == list(npz["prompts"])
     assert "wrote 2 video(s) of 9 frames" in r.stdout
     # train_tokenizer.py's defaults are in the checkpoint; this AR checkpoint has no config: the paper's values
-    assert ("decoder: DDIM 2 steps (flag), CFG 7.5 (checkpoint), rescale 0.7 (checkpoint); AR: temperature 1 (paper), "
+    assert ("decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint); AR: temperature 1 (paper), "
             "var_scale 0.01 (paper), CFG 1 (paper)") in r.stdout
 
 
@@ -147,7 +147,7 @@ def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
     frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
     assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
     assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in r.stdout
-    assert "decoder: DDIM 2 steps (flag), CFG 7.5 (checkpoint), rescale 0.7 (checkpoint)\n" in r.stdout  # no AR
+    assert "decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint)\n" in r.stdout  # no AR
     # the left half is the original at the decoder's frame positions
     original = data.read_frames(video)[::2][:17]
     assert np.abs(frames[:, ::4, :128:4].astype(int) - original).mean() < 8
