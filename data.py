@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import logging
+import math
 import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -201,6 +202,46 @@ def to_uint8(frames):
     """float frames (..., 3, H, W) in [-1, 1] -> uint8 (..., H, W, 3)."""
     x = ((frames.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return x.movedim(-3, -1).cpu().numpy()
+
+
+# -----------------------------------------------------------------------------
+# Videos to watch (sample.py): upscaled, in a format every player reads
+
+def upscale(frames, min_size=128):
+    """Nearest-neighbour upscaling (..., H, W, 3) by the smallest integer factor making both sides >= min_size."""
+    scale = max(1, math.ceil(min_size / min(frames.shape[-3:-1])))
+    return frames.repeat(scale, axis=-3).repeat(scale, axis=-2)
+
+
+def write_video(path, frames, fps=FPS, min_size=128):
+    """uint8 frames (F, H, W, 3) -> .mp4 (H.264, yuv420p: plays everywhere) or .gif, chosen by the extension.
+
+    Frames are upscaled (nearest neighbour) to >= min_size px so a 32 px video is viewable, and
+    padded with black to even sides, which yuv420p needs.
+    """
+    frames = upscale(np.asarray(frames, dtype=np.uint8), min_size)
+    H, W = frames.shape[1:3]
+    frames = np.pad(frames, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if path.endswith(".mp4"):
+        with imageio.get_writer(path, format="FFMPEG", fps=fps, codec="libx264", pixelformat="yuv420p",
+                                macro_block_size=2, ffmpeg_log_level="error", quality=None,
+                                output_params=["-crf", "18"]) as writer:
+            for frame in frames:
+                writer.append_data(frame)
+    elif path.endswith(".gif"):
+        imageio.mimsave(path, list(frames), duration=1000 / fps, loop=0)
+    else:
+        raise ValueError(f"unknown video extension in {path}; expected .mp4 or .gif")
+
+
+def side_by_side(*videos, gap=1):
+    """uint8 videos (F, H, W, 3) of the same shape -> one (F, H, n W + gaps, 3), with gray separators."""
+    sep = np.full((*videos[0].shape[:2], gap, 3), 128, np.uint8)  # (F, H, gap, 3)
+    parts = [videos[0]]
+    for v in videos[1:]:
+        parts += [sep, v]
+    return np.concatenate(parts, axis=2)
 
 
 # -----------------------------------------------------------------------------

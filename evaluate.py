@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import data
+import tokenizer as tok
 
 # -----------------------------------------------------------------------------
 # pixel metrics
@@ -291,7 +292,6 @@ def load_clip(name, pretrained=""):
     """(open_clip model in eval mode, its text tokenizer). `name`: an open_clip model or a config in
     config/open_clip/; `pretrained`: a local weights file or an open_clip tag ('' = random weights)."""
     import open_clip
-    import tokenizer as tok
     model = tok.create_clip(name, pretrained).eval()
     return model, open_clip.get_tokenizer(name, context_length=model.context_length)
 
@@ -388,12 +388,10 @@ def tokenizer_metrics(tokenizer, denoiser, cfg, clips, frame_stride=1, seed=0, *
     """Decode clips (N, T, 3, S, S) from their head and rear deep tokens alone; PSNR (per clip, then the
     mean) and SSIM (per frame) of the in-between frames, on uint8 frames, next to the same numbers for the
     cross-fade of the true head and rear frames (a baseline that sees pixels)."""
-    import sample
     dev = next(denoiser.parameters()).device
-    tokens = tokenizer.encode(clips[:, [0, -1]].to(dev))  # (N, 2, N_q, C)
-    recon = sample.decode_keyframes(denoiser, tokens, sample.uncond_tokens(tokenizer, cfg, dev), cfg,
-                                    frame_stride=frame_stride, generator=torch.Generator(dev).manual_seed(seed),
-                                    **decode_kw)
+    tokens = tokenizer.encode(clips[:, [0, -1]].to(dev))  # (N, 2, N_q, C): head, rear
+    uncond = tok.uncond_tokens(tokenizer, cfg["image_size"], dev)
+    recon = tok.decode_clips(denoiser, tokens, uncond, cfg, frame_stride=frame_stride, seed=seed, **decode_kw)[:, 0]
     true_clips, made_clips = data.to_uint8(clips), data.to_uint8(recon)  # (N, T, H, W, 3)
     truth, made = true_clips[:, 1:-1], made_clips[:, 1:-1]  # the in-between frames
     fade = data.to_uint8(crossfade(clips))

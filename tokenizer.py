@@ -1,14 +1,15 @@
 """
 The deep tokenizer's encoder side (paper Sec. 3.1): a frozen CLIP-ViT E turns each
 keyframe into N patch tokens, a query transformer Q compresses them into N_q
-continuous deep tokens. (The decoder side, the video diffusion model, is diffusion.py.)
+continuous deep tokens. The decoder side is the video diffusion model of diffusion.py;
+`decode_clips` samples it: deep tokens of keyframes -> the clips between them.
 
     python tokenizer.py encode --ckpt out/tokenizer/ckpt.pt --manifest data/shapes/videos.csv --out data/shapes_tokens
 
 writes the deep tokens of a whole manifest once, for the AR stage.
 """
 import argparse
-import json
+import logging
 import math
 import os
 
@@ -204,6 +205,11 @@ def build_autoencoder(cfg):
     return tokenizer, denoiser
 
 
+def random_clip_warning(record):
+    """logging filter: False for open_clip's "No pretrained weights loaded for model ..." warning."""
+    return not record.getMessage().startswith("No pretrained weights loaded")
+
+
 def load_autoencoder(ckpt_path, device="cpu"):
     """Rebuild (tokenizer, denoiser, config) from a train_tokenizer.py checkpoint."""
     if not os.path.isfile(ckpt_path):
@@ -212,7 +218,12 @@ def load_autoencoder(ckpt_path, device="cpu"):
     if "tokenizer" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{ckpt_path} is not a train_tokenizer.py checkpoint (keys: {sorted(ckpt)})")
     cfg = dict(ckpt["config"], clip_pretrained="")  # the checkpoint holds the encoder weights itself
-    tokenizer, denoiser = build_autoencoder(cfg)
+    root = logging.getLogger()  # open_clip warns here that the CLIP has random weights: true only until the
+    root.addFilter(random_clip_warning)  # checkpoint's are loaded below, so that one warning is dropped
+    try:
+        tokenizer, denoiser = build_autoencoder(cfg)
+    finally:
+        root.removeFilter(random_clip_warning)
     try:
         tokenizer.load_state_dict(ckpt["tokenizer"])
         denoiser.load_state_dict(ckpt["denoiser"])
@@ -220,6 +231,57 @@ def load_autoencoder(ckpt_path, device="cpu"):
         details = " ".join(line.strip() for line in str(e).splitlines()[1:3])
         raise ValueError(f"{ckpt_path} does not fit this code's model (retrain it): {details}") from None
     return tokenizer.to(device).eval(), denoiser.to(device).eval(), cfg
+
+
+# -----------------------------------------------------------------------------
+# Deep tokens -> frames: the decoder sampled with DDIM and classifier-free guidance
+
+@torch.no_grad()
+def uncond_tokens(tokenizer, image_size, device="cpu"):
+    """The classifier-free guidance condition (1, 2 N_q, C): the deep tokens of two all-zero frames, which
+    train_tokenizer.py puts in place of a clip's head and rear when it drops the condition (cond_drop_prob)."""
+    return tokenizer.encode(torch.zeros(2, 3, image_size, image_size, device=device)).flatten(0, 1)[None]
+
+
+@torch.no_grad()
+def decode_clips(denoiser, tokens, uncond, cfg, *, frame_stride=1, num_steps=50, eta=1.0, cfg_scale=7.5,
+                 guidance_rescale=0.7, timestep_spacing="leading", batch_size=32, seed=0, progress=True):
+    """Deep tokens of keyframes (B, K, N_q, C) -> the clips between consecutive keyframes, float32 on the CPU
+    in [-1, 1], (B, K-1, clip_frames + 1, 3, S, S).
+
+    As the decoder was trained (paper Sec. 3.2, Eq. 1), clip k is drawn from its head and rear keyframes'
+    tokens [tokens_k, tokens_k+1] (2 N_q, C) and the frame stride: DDIM (diffusion.ddim_sample), guided
+    against `uncond` (1, 2 N_q, C; `uncond_tokens`). The B (K-1) clips go `batch_size` at a time; the noise
+    comes from a generator seeded with `seed` on the tokens' device. A latent denoiser (`denoiser.latent`)
+    samples VAE latents, decoded to frames at the end. cfg: the tokenizer's config (clip_frames,
+    image_size, zero_terminal_snr, prediction_type). progress: a tqdm bar over the sampler's steps.
+    """
+    import diffusion
+    from tqdm import tqdm
+    B, K = tokens.shape[:2]
+    T, S, dev = cfg["clip_frames"] + 1, cfg["image_size"], tokens.device
+    cond = torch.cat([tokens[:, :-1], tokens[:, 1:]], dim=2).flatten(0, 1)  # (B (K-1), 2 N_q, C): head, rear
+    alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=cfg["zero_terminal_snr"])
+    latent = getattr(denoiser, "latent", False)
+    generator = torch.Generator(dev).manual_seed(seed)
+    batches = cond.split(batch_size)
+    bar = tqdm(total=len(batches) * num_steps, desc=f"decoding {len(cond)} clips", unit="step", disable=not progress)
+
+    def net(x_t, t, c):  # ddim_sample stacks the cond and uncond rows: the stride goes with every row
+        bar.update(1)
+        return denoiser(x_t, t, c, torch.full((len(x_t),), frame_stride, device=dev))
+
+    clips = []
+    for c in batches:
+        shape = (len(c), T, 3, S, S)
+        noise = torch.randn(denoiser.latent_shape(shape) if latent else shape, generator=generator, device=dev)
+        x = diffusion.ddim_sample(net, noise, c, uncond.expand(len(c), -1, -1), alphas_cumprod=alphas_cumprod,
+                                  num_steps=num_steps, eta=eta, cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
+                                  timestep_spacing=timestep_spacing, prediction_type=cfg["prediction_type"],
+                                  generator=generator)
+        clips.append((denoiser.decode_latents(x) if latent else x).clamp(-1, 1).float().cpu())
+    bar.close()
+    return torch.cat(clips).view(B, K - 1, T, 3, S, S)
 
 
 # -----------------------------------------------------------------------------
@@ -234,7 +296,6 @@ def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, 
     images give one. Unreadable files are skipped with a warning. A shard that already
     exists is kept (re-running resumes), and each is written atomically.
     """
-    import logging
     from tqdm import tqdm
     import data
     log = logging.getLogger("tokenizer")
@@ -276,7 +337,6 @@ def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, 
 
 
 def main(argv=None):
-    import logging
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)

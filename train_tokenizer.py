@@ -31,7 +31,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import data
 import diffusion
-from evaluate import crossfade, direction_name, parse_prompt, recon_analysis
+from evaluate import crossfade, direction_name, parse_prompt, psnr, recon_analysis
 import tokenizer as tok
 import training
 from configurator import check_resume, configure
@@ -233,29 +233,13 @@ def probe_deep_tokens(tokenizer, keyframes, captions):
     return out
 
 
-@torch.no_grad()
-def reconstruct(model, clips, frame_stride, uncond_tokens, generator):
-    """Decode clips (B, T, 3, H, W) from their head/rear deep tokens alone with DDIM."""
-    cond = model.condition(clips)
-    uncond = uncond_tokens.expand_as(cond)
-    stride = frame_stride.repeat(2) if cfg_scale != 1 else frame_stride  # ddim_sample batches cond + uncond
-    net = lambda x_t, t, c: model.denoiser(x_t, t, c, stride[: len(x_t)])
-    latent = getattr(model.denoiser, "latent", False)
-    noise = torch.randn(model.denoiser.latent_shape(clips.shape) if latent else clips.shape, generator=generator, device=device)
-    out = diffusion.ddim_sample(net, noise, cond, uncond, alphas_cumprod=model.alphas_cumprod, num_steps=ddim_steps,
-                                cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
-                                prediction_type=prediction_type, generator=generator)
-    return (model.denoiser.decode_latents(out) if latent else out).clamp(-1, 1)
-
-
 def reconstruction_metrics(clips, recon):
-    """PSNR of the in-between frames (with the pixel-seeing baselines) and analyser scores."""
-    def psnr(a, b):  # per clip, frames in [-1, 1] -> [0, 1]
-        mse = ((a - b) / 2).square().flatten(1).mean(1)
-        return (10 * torch.log10(1 / mse.clamp_min(1e-10))).mean().item()
+    """PSNR of the in-between frames (with the pixel-seeing baselines) and analyser scores; clips and their
+    reconstructions (B, T, 3, H, W) in [-1, 1]."""
     mid = clips[:, 1:-1]
-    out = {"psnr": psnr(recon[:, 1:-1].cpu(), mid), "psnr_crossfade": psnr(crossfade(clips), mid),
-           "psnr_repeat_head": psnr(clips[:, :1].expand_as(mid), mid), "psnr_black": psnr(-torch.ones_like(mid), mid)}
+    db = lambda x: psnr(x, mid, data_range=2.0)  # per clip, then the mean
+    out = {"psnr": db(recon[:, 1:-1]), "psnr_crossfade": db(crossfade(clips)),
+           "psnr_repeat_head": db(clips[:, :1].expand_as(mid)), "psnr_black": db(-torch.ones_like(mid))}
     seen = recon_analysis(data.to_uint8(clips), data.to_uint8(recon))
     return out | {"color_acc": seen["color"], "centroid_err": seen["centroid_err"], "one_object": seen["one_object"],
                   "shape_acc": seen["shape"], "direction_acc": seen["direction"]}
@@ -337,7 +321,6 @@ def main(config):
     with torch.random.fork_rng(devices=[]):  # the same held-out clips at every eval and in every run
         torch.manual_seed(seed)
         val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
-    val_stride = torch.full((eval_clips,), eval_stride, device=device)
     probe_set = data.KeyframeDataset(manifest, image_size, clip_frames, probe_keyframes, split="train",
                                      val_fraction=val_fraction, cache=frames_cache) if probe_videos else None
     torch.manual_seed(seed + rank)  # each rank its own batches, noise and drops
@@ -345,14 +328,16 @@ def main(config):
         training.restore_rng(ckpt["rng"], rank, world, log)
     ckpt = None
 
+    @torch.no_grad()
     def evaluate():
-        """Rank 0: held-out clips decoded from their deep tokens (PSNR, analyser), a gif, probes of the tokens."""
+        """Rank 0: held-out clips decoded from their head/rear deep tokens alone (PSNR, analyser), a gif, probes."""
         model.eval()
-        zero = torch.zeros(1, 2, 3, image_size, image_size, device=device)
-        uncond = model.condition(zero)  # tokens of an all-zero image, as in training
-        recon = reconstruct(model, val_clips.to(device), val_stride, uncond, torch.Generator(device).manual_seed(seed))
-        metrics = reconstruction_metrics(val_clips, recon.cpu())
-        write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon.cpu())
+        tokens = tokenizer.encode(val_clips[:, [0, -1]].to(device))  # (N, 2, N_q, C): head, rear
+        recon = tok.decode_clips(denoiser, tokens, tok.uncond_tokens(tokenizer, image_size, device), config,
+                                 frame_stride=eval_stride, num_steps=ddim_steps, cfg_scale=cfg_scale,
+                                 guidance_rescale=guidance_rescale, seed=seed, progress=False)[:, 0]  # (N, T, 3, S, S)
+        metrics = reconstruction_metrics(val_clips, recon)
+        write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon)
         if probe_set is not None:
             items = [probe_set[i] for i in range(min(probe_videos, len(probe_set)))]
             items = [it for it in items if len(it["frames"]) == probe_keyframes  # long enough, shapes captions

@@ -13,6 +13,7 @@ import torch
 
 import data
 import sample
+import tokenizer as tok
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -45,7 +46,6 @@ def resave_tokenizer(src, dst, **config):
 def ckpts(tmp_path_factory):
     """A tokenizer checkpoint in train_tokenizer.py's format (random weights, N_q=4, C=32, 5-frame clips),
     an AR checkpoint that fits it (max 3 keyframes) and one that does not (C=8)."""
-    import tokenizer as tok
     import train_tokenizer
     from configurator import apply_config
     d = tmp_path_factory.mktemp("ckpts")
@@ -126,9 +126,9 @@ def test_decode_pairs_consecutive_keyframes_and_joins_clips():
     cfg = dict(clip_frames=2, image_size=4, zero_terminal_snr=True, prediction_type="v")
     tokens = torch.arange(2 * 4 * 1 * 3, dtype=torch.float32).view(2, 4, 1, 3)  # B=2, K=4, N_q=1, C=3
     den = RecordingDenoiser()
-    out = sample.decode_keyframes(den, tokens, torch.zeros(1, 2, 3), cfg, frame_stride=3, num_steps=1, eta=0.0,
-                                  batch_size=4, progress=False)
-    assert out.shape == (2, 3 * 2 + 1, 3, 4, 4)
+    out = tok.decode_clips(den, tokens, torch.zeros(1, 2, 3), cfg, frame_stride=3, num_steps=1, eta=0.0,
+                           batch_size=4, progress=False)
+    assert out.shape == (2, 3, 2 + 1, 3, 4, 4) and sample.join_clips(out).shape == (2, 3 * 2 + 1, 3, 4, 4)
     cond = torch.cat([c[: len(c) // 2] for c, _ in den.calls])  # conditional halves, batches in order
     assert cond.shape == (6, 2, 3)
     for b in range(2):
@@ -191,7 +191,7 @@ def test_sampling_settings_default_to_the_checkpoints(ckpts, tmp_path):
 
 def test_write_video_pads_odd_sizes(tmp_path):
     frames = np.random.default_rng(0).integers(0, 255, (5, 33, 35, 3), dtype=np.uint8)
-    sample.write_video(str(tmp_path / "v.mp4"), frames, fps=8, min_size=1)
+    data.write_video(str(tmp_path / "v.mp4"), frames, fps=8, min_size=1)
     assert data.read_frames(str(tmp_path / "v.mp4")).shape == (5, 34, 36, 3)
 
 

@@ -108,12 +108,12 @@ def overfit_clips(clips, seed, steps=OVERFIT_STEPS):
         opt.step()
     after = fixed_draws_loss()
     model.eval()
-    uncond = model.condition(torch.zeros(1, 2, 3, 32, 32))
-    old_scale, train_tokenizer.cfg_scale = train_tokenizer.cfg_scale, 2.0
-    try:
-        recon = train_tokenizer.reconstruct(model, clips, stride, uncond, torch.Generator().manual_seed(seed))
-    finally:
-        train_tokenizer.cfg_scale = old_scale
+    decoder_cfg = cfg | dict(zero_terminal_snr=True, prediction_type="v")
+    with torch.no_grad():  # as train_tokenizer.py's evals decode, with config/shapes.py's guidance
+        tokens = tokenizer.encode(clips[:, [0, -1]])  # (N, 2, N_q, C): head, rear
+        recon = tok.decode_clips(denoiser, tokens, tok.uncond_tokens(tokenizer, 32), decoder_cfg,
+                                 num_steps=train_tokenizer.ddim_steps, cfg_scale=2.0,
+                                 guidance_rescale=train_tokenizer.guidance_rescale, seed=seed, progress=False)[:, 0]
     return before, after, train_tokenizer.reconstruction_metrics(clips, recon)
 
 
