@@ -74,20 +74,26 @@ BACKBONES = {  # name -> (family, HF config kwargs); tiny/mini: CPU sizes with t
 @dataclass
 class ARConfig:
     backbone: str = "tiny-gpt2"   # a BACKBONES name, or a local HF directory (from_pretrained)
-    n_q: int = 4                  # deep tokens per keyframe (N_q; paper 16)
+    n_queries: int = 4            # deep tokens per keyframe (N_q; paper 16; the tokenizer's n_queries)
     token_dim: int = 8            # channels per deep token (C; paper 1024)
     max_keyframes: int = 8        # rows of the frame-index embedding (paper 16)
     text_len: int = 8             # text prefix length (paper 80)
     loss: str = "gmm"             # "gmm" | "gaussian" | "l2" (Table 4)
-    k: int = 16                   # GMM components
+    gmm_k: int = 16               # GMM components
     text_drop_prob: float = 0.1   # training: prompt -> "" (classifier-free guidance)
     visual_drop_prob: float = 0.05  # training: input deep token -> learned [MASK]
     token_norm: bool = False      # standardise deep tokens per (token, channel) with training statistics
-    tokenizer: str = ""           # "" = the backbone directory's own if it has one, else "open_clip"
+    text_tokenizer: str = ""      # "" = the backbone directory's own if it has one, else "open_clip" (BPE)
     backbone_config: dict = None  # HF config dict, set at build: rebuilds the shapes without weights
 
+    @classmethod
+    def from_dict(cls, saved):
+        """The config a checkpoint saved; checkpoints written before the names were unified say n_q, k, tokenizer."""
+        renamed = {"n_q": "n_queries", "k": "gmm_k", "tokenizer": "text_tokenizer"}
+        return cls(**{renamed.get(key, key): value for key, value in saved.items()})
 
-def _has_tokenizer(path):
+
+def _has_text_tokenizer(path):
     return os.path.isdir(path) and any(os.path.isfile(os.path.join(path, f)) for f in
                                        ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"))
 
@@ -116,8 +122,8 @@ def _mlp(d_in, d_hidden, d_out):
 class ARModel(nn.Module):
     """Text-conditioned AR model over keyframes of deep tokens.
 
-        model = ARModel(ARConfig(backbone="tiny-gpt2", n_q=8, token_dim=32))
-        loss = model(*model.tokenize(captions), tokens, num_keyframes)   # tokens (B, T, N_q, C)
+        model = ARModel(ARConfig(backbone="tiny-gpt2", n_queries=8, token_dim=32))
+        loss = model(*model.tokenize_text(captions), tokens, num_keyframes)   # tokens (B, T, N_q, C)
         out = model.generate(prompts, 5, var_scale=0.01, cfg_scale=1.0)   # (B, 5, N_q, C)
         model = ARModel.from_checkpoint("out/ar/ckpt.pt")                 # config + weights
     """
@@ -132,53 +138,53 @@ class ARModel(nn.Module):
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         cfg.backbone_config = json.loads(self.backbone.config.to_json_string(use_diff=True))  # plain types
         ctx = self.backbone.config.max_position_embeddings  # GPT-2: n_positions
-        if cfg.text_len + cfg.max_keyframes * (cfg.n_q + 1) > ctx:
-            raise ValueError(f"text_len {cfg.text_len} + max_keyframes {cfg.max_keyframes} x (1 + n_q {cfg.n_q}) "
+        if cfg.text_len + cfg.max_keyframes * (cfg.n_queries + 1) > ctx:
+            raise ValueError(f"text_len {cfg.text_len} + max_keyframes {cfg.max_keyframes} x (1 + n_queries {cfg.n_queries}) "
                              f"exceeds the backbone's {ctx} positions")
-        self._init_tokenizer()
+        self._init_text_tokenizer()
         width = self.backbone.get_input_embeddings().embedding_dim
-        C, P = cfg.token_dim, gmm.head_dim(cfg.loss, cfg.k, cfg.token_dim)
+        C, P = cfg.token_dim, gmm.head_dim(cfg.loss, cfg.gmm_k, cfg.token_dim)
         self.in_proj = _mlp(C, width, width)
         self.out_proj = _mlp(width, width, P)
         self.bov = nn.Parameter(0.02 * torch.randn(width))
         self.mask_emb = nn.Parameter(0.02 * torch.randn(width))
         self.frame_emb = nn.Parameter(0.02 * torch.randn(cfg.max_keyframes, width))
-        self.pos_emb = nn.Parameter(0.02 * torch.randn(cfg.n_q, width))
+        self.pos_emb = nn.Parameter(0.02 * torch.randn(cfg.n_queries, width))
         # the model reads and predicts (tokens - token_mean) / token_std; identity unless token_norm
-        self.register_buffer("token_mean", torch.zeros(cfg.n_q, C))
-        self.register_buffer("token_std", torch.ones(cfg.n_q, C))
+        self.register_buffer("token_mean", torch.zeros(cfg.n_queries, C))
+        self.register_buffer("token_std", torch.ones(cfg.n_queries, C))
         # classifier-free guidance keeps the conditional variances: True on those head outputs
         keep = torch.zeros(P, dtype=torch.bool)  # layouts: gmm [means KC | raw vars KC | logits K],
-        keep[cfg.k * C:2 * cfg.k * C] = cfg.loss == "gmm"  # gaussian [mean C | raw var C], l2 [pred C]
+        keep[cfg.gmm_k * C:2 * cfg.gmm_k * C] = cfg.loss == "gmm"  # gaussian [mean C | raw var C], l2 [pred C]
         keep[C:] |= cfg.loss == "gaussian"
         self.register_buffer("cfg_keep", keep, persistent=False)
-        empty_ids, empty_mask = self.tokenize([""])  # (1, text_len): the unconditional prompt
+        empty_ids, empty_mask = self.tokenize_text([""])  # (1, text_len): the unconditional prompt
         self.register_buffer("empty_ids", empty_ids, persistent=False)
         self.register_buffer("empty_mask", empty_mask, persistent=False)
 
     # ---------------------------------------------------------------- text
-    def _init_tokenizer(self):
+    def _init_text_tokenizer(self):
         cfg = self.cfg
-        if not cfg.tokenizer:
-            cfg.tokenizer = cfg.backbone if _has_tokenizer(cfg.backbone) else "open_clip"
-        if cfg.tokenizer == "open_clip":
+        if not cfg.text_tokenizer:
+            cfg.text_tokenizer = cfg.backbone if _has_text_tokenizer(cfg.backbone) else "open_clip"
+        if cfg.text_tokenizer == "open_clip":
             from open_clip.tokenizer import SimpleTokenizer
             tok = SimpleTokenizer(context_length=cfg.text_len)
             self._encode = lambda s: [tok.sot_token_id] + tok.encode(s) + [tok.eot_token_id]
             vocab = tok.vocab_size
         else:
-            if not _has_tokenizer(cfg.tokenizer):
-                raise ValueError(f"tokenizer directory {cfg.tokenizer!r} holds no tokenizer files")
+            if not _has_text_tokenizer(cfg.text_tokenizer):
+                raise ValueError(f"tokenizer directory {cfg.text_tokenizer!r} holds no tokenizer files")
             from transformers import AutoTokenizer
-            tok = AutoTokenizer.from_pretrained(cfg.tokenizer)
+            tok = AutoTokenizer.from_pretrained(cfg.text_tokenizer)
             self._encode = lambda s: tok(s)["input_ids"]
             vocab = len(tok)
         rows = self.backbone.get_input_embeddings().num_embeddings
         if vocab > rows:
-            raise ValueError(f"tokenizer {cfg.tokenizer!r} has {vocab} tokens but the backbone's "
+            raise ValueError(f"tokenizer {cfg.text_tokenizer!r} has {vocab} tokens but the backbone's "
                              f"text embedding has {rows} rows")
 
-    def tokenize(self, prompts, trim=False):
+    def tokenize_text(self, prompts, trim=False):
         """Prompts -> ids, mask (B, text_len) long, LEFT-padded (pad id 0, mask 0); longer prompts keep
         their first text_len tokens. open_clip adds SOT/EOT, so "" is 2 tokens; GPT-2's own tokenizer: 0.
 
@@ -228,7 +234,7 @@ class ARModel(nn.Module):
     def nll(self, params, target):
         """Per-position loss (...) of head outputs (..., P) vs deep tokens (..., C), fp32: Sec. 3.4 / Alg. 1."""
         if self.cfg.loss == "gmm":
-            return gmm.gmm_nll(params, target, self.cfg.k)
+            return gmm.gmm_nll(params, target, self.cfg.gmm_k)
         if self.cfg.loss == "gaussian":
             return gmm.gaussian_nll(params, target)
         return gmm.l2_loss(params, target)
@@ -240,8 +246,8 @@ class ARModel(nn.Module):
         real keyframes per sample (the rest is padding, masked out of the loss; None = all T).
         reduction="mean": mean over valid predictions; "none": per position (B, T, N_q)."""
         B, T, Nq, C = tokens.shape
-        if (Nq, C) != (self.cfg.n_q, self.cfg.token_dim) or T > self.cfg.max_keyframes:
-            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit the model: n_q={self.cfg.n_q}, "
+        if (Nq, C) != (self.cfg.n_queries, self.cfg.token_dim) or T > self.cfg.max_keyframes:
+            raise ValueError(f"tokens of shape {tuple(tokens.shape)} do not fit the model: n_queries={self.cfg.n_queries}, "
                              f"token_dim={self.cfg.token_dim}, max_keyframes={self.cfg.max_keyframes}")
         tokens = (tokens - self.token_mean) / self.token_std  # identity unless token_norm
         if self.training:  # classifier-free guidance: drop the prompt
@@ -269,7 +275,7 @@ class ARModel(nn.Module):
 
     def _sample(self, params, var_scale, temperature, generator):
         if self.cfg.loss == "gmm":
-            return gmm.gmm_sample(params, self.cfg.k, var_scale, temperature, generator)
+            return gmm.gmm_sample(params, self.cfg.gmm_k, var_scale, temperature, generator)
         if self.cfg.loss == "gaussian":
             return gmm.gaussian_sample(params, var_scale, generator)
         return params
@@ -290,10 +296,10 @@ class ARModel(nn.Module):
             raise ValueError(f"num_keyframes={num_keyframes} but the model's frame embedding covers "
                              f"max_keyframes={cfg.max_keyframes}")
         from transformers import DynamicCache
-        was_training, B, Nq = self.training, len(prompts), cfg.n_q
+        was_training, B, Nq = self.training, len(prompts), cfg.n_queries
         self.eval()
         guided = cfg_scale != 1.0
-        ids, tmask = self.tokenize(list(prompts) + [""] * B if guided else list(prompts), trim=True)
+        ids, tmask = self.tokenize_text(list(prompts) + [""] * B if guided else list(prompts), trim=True)
         dev = self.bov.device
         ids, tmask = ids.to(dev), tmask.to(dev)
         text = self.backbone.get_input_embeddings()(ids)  # (B', L, W), B' = 2B with guidance
@@ -348,6 +354,6 @@ class ARModel(nn.Module):
         """Rebuild from a train_ar.py checkpoint (path or loaded dict): config + weights, eval mode."""
         if not isinstance(ckpt, dict):
             ckpt = torch.load(ckpt, map_location=map_location, weights_only=True)
-        model = cls(ARConfig(**ckpt["model_config"]))
+        model = cls(ARConfig.from_dict(ckpt["model_config"]))
         model.load_state_dict(ckpt["model"])
         return model.eval()

@@ -192,11 +192,11 @@ def bench_tokenizer(args):
 # -----------------------------------------------------------------------------
 # ar section
 
-def build_ar(backbone, n_q, token_dim, max_keyframes, text_len, k=16):
+def build_ar(backbone, n_queries, token_dim, max_keyframes, text_len, gmm_k=16):
     from ar_model import ARConfig, ARModel
     torch.manual_seed(0)
-    return ARModel(ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes,
-                            text_len=text_len, k=k))
+    return ARModel(ARConfig(backbone=backbone, n_queries=n_queries, token_dim=token_dim, max_keyframes=max_keyframes,
+                            text_len=text_len, gmm_k=gmm_k))
 
 def bench_ar(args):
     """AR model: training tokens/s and MFU (fp32, bf16 autocast, compiled), generation with and without
@@ -209,7 +209,7 @@ def bench_ar(args):
         model = build_ar(backbone, n_q, dim, 5, text_len)
         model.train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        text_ids, text_mask = model.tokenize(["a red circle moving right"] * B)
+        text_ids, text_mask = model.tokenize_text(["a red circle moving right"] * B)
         tokens = torch.randn(B, 5, n_q, dim)
         S = text_len + 5 * (n_q + 1)
         fpt = model.flops_per_token(S)

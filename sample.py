@@ -228,12 +228,12 @@ def check_num_keyframes(ar, n, keyframe_interval=8, ar_path="the AR model"):
             f"videos, train an AR model for {n}: videos of >= {need} frames (python data.py shapes --num_frames "
             f"{need} ...), python tokenizer.py encode ... --max_keyframes {n}, and every train_ar.py stage with "
             f"--max_keyframes={n} and a backbone of >= text_len + {n} x (1 + N_q) = "
-            f"{ar.cfg.text_len + n * (1 + ar.cfg.n_q)} positions")
+            f"{ar.cfg.text_len + n * (1 + ar.cfg.n_queries)} positions")
 
 
 def check_compatible(ar, cfg, ar_path="the AR checkpoint", tokenizer_path="the tokenizer checkpoint"):
     """The AR model must write deep tokens of the tokenizer's shape (N_q tokens of C channels)."""
-    a, t = (ar.cfg.n_q, ar.cfg.token_dim), (cfg["n_queries"], cfg["token_dim"])
+    a, t = (ar.cfg.n_queries, ar.cfg.token_dim), (cfg["n_queries"], cfg["token_dim"])
     if a != t:
         raise SampleError(f"the checkpoints do not fit together: tokenizer {tokenizer_path} makes deep tokens with "
                           f"N_q={t[0]}, C={t[1]} but AR model {ar_path} writes N_q={a[0]}, C={a[1]} "

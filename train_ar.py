@@ -54,7 +54,7 @@ min_motion = None  # keep videos whose motion score lies in [min_motion, max_mot
 max_motion = None
 max_keyframes = 5  # videos are cut to this many keyframes; also the model's frame-embedding size
 val_fraction = 0.05  # held-out rows (chosen by a hash of shard name and row: deterministic)
-# model (ar_model.ARConfig); n_q and token_dim come from the data
+# model (ar_model.ARConfig); n_queries and token_dim come from the data
 backbone = "mini-gpt2"  # ar_model.BACKBONES name or a local HF directory with weights (+ tokenizer)
 text_len = 16
 loss = "l2"  # "gmm" | "gaussian" | "l2" (paper Table 4)
@@ -85,7 +85,7 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float32"
 compile = False
 peak_flops = 0.0  # peak FLOP/s of one device for MFU (e.g. CPU); 0 = PEAK_FLOPS by CUDA device name
-seed = 1337
+seed = 0  # demo.py --seed N passes --seed=N
 
 PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}  # dense bf16 tensor-core peaks
 
@@ -187,7 +187,7 @@ def load_matching(model, state, source, source_loss=None):
         raise ValueError(f"{source}: missing keys {sorted(set(missing) - set(skipped))}, unexpected keys {unexpected}")
     if not (skipped and source_loss == "l2" and model.cfg.loss == "gmm"):
         return skipped, "freshly initialised"
-    K, C, layer = model.cfg.k, model.cfg.token_dim, model.out_proj[-1]
+    K, C, layer = model.cfg.gmm_k, model.cfg.token_dim, model.out_proj[-1]
     with torch.no_grad():
         for name in ("weight", "bias"):  # rows [means K*C | raw variances K*C | logits K]
             fresh = getattr(layer, name)[:K * C]
@@ -209,39 +209,38 @@ def main(config):
     videos = load_tokens(data_dir, "videos", max_keyframes, val_fraction, min_motion, max_motion)
     if images is None and videos is None:
         raise FileNotFoundError(f"no images_*.safetensors or videos_*.safetensors shards in {data_dir}")
-    n_q, token_dim = (images or videos)["train"]["tokens"].shape[2:]
+    n_queries, token_dim = (images or videos)["train"]["tokens"].shape[2:]
 
     # model: scratch, resume, or the previous stage's weights (architecture from its checkpoint)
     ckpt, iter_num, start_iter, best_score = None, 0, 0, math.inf
     if init_from == "scratch":
-        cfg = ARConfig(backbone=backbone, n_q=n_q, token_dim=token_dim, max_keyframes=max_keyframes, text_len=text_len,
-                       loss=loss, k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
+        cfg = ARConfig(backbone=backbone, n_queries=n_queries, token_dim=token_dim, max_keyframes=max_keyframes,
+                       text_len=text_len, loss=loss, gmm_k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
                        token_norm=token_norm)
         source = backbone
     else:
         source = os.path.join(out_dir, "ckpt.pt") if init_from == "resume" else init_from
         ckpt = torch.load(source, map_location="cpu", weights_only=True)
-        cfg = ARConfig(**ckpt["model_config"])
+        cfg = source_cfg = ARConfig.from_dict(ckpt["model_config"])
         if init_from == "resume":
             check_resume(ckpt["config"], config, source)
         else:  # a new stage: new loss / drops, same architecture
-            cfg = ARConfig(**(asdict(cfg) | dict(loss=loss, k=gmm_k, text_drop_prob=text_drop_prob,
+            cfg = ARConfig(**(asdict(cfg) | dict(loss=loss, gmm_k=gmm_k, text_drop_prob=text_drop_prob,
                                                  visual_drop_prob=visual_drop_prob)))
-    if (cfg.n_q, cfg.token_dim) != (n_q, token_dim) or cfg.max_keyframes < max_keyframes:
-        raise ValueError(f"{source} has N_q={cfg.n_q}, C={cfg.token_dim}, max_keyframes={cfg.max_keyframes} but "
-                         f"{data_dir} has N_q={n_q}, C={token_dim} and max_keyframes={max_keyframes} is asked for")
+    if (cfg.n_queries, cfg.token_dim) != (n_queries, token_dim) or cfg.max_keyframes < max_keyframes:
+        raise ValueError(f"{source} has N_q={cfg.n_queries}, C={cfg.token_dim}, max_keyframes={cfg.max_keyframes} but "
+                         f"{data_dir} has N_q={n_queries}, C={token_dim} and max_keyframes={max_keyframes} is asked for")
     raw_model = ARModel(cfg)
     if init_from == "resume":
         raw_model.load_state_dict(ckpt["model"])
         iter_num = start_iter = ckpt["iter_num"]
         log(f"resuming from {source} at step {iter_num}")
     elif ckpt is not None:
-        src_loss = ckpt["model_config"]["loss"]
-        skipped, head_init = load_matching(raw_model, ckpt["model"], source, src_loss)
+        skipped, head_init = load_matching(raw_model, ckpt["model"], source, source_cfg.loss)
         log(f"init_from {source}: backbone, text_len={cfg.text_len}, max_keyframes={cfg.max_keyframes} from there; "
             f"loaded {len(ckpt['model']) - len(skipped)} tensors" + (
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
-            f"{src_loss} k={ckpt['model_config']['k']} -> {cfg.loss} k={cfg.k}), {head_init}" if skipped else ""))
+            f"{source_cfg.loss} k={source_cfg.gmm_k} -> {cfg.loss} k={cfg.gmm_k}), {head_init}" if skipped else ""))
     if init_from == "scratch" and token_norm:
         raw_model.set_token_stats(real_keyframes(images, videos))
         log(f"token_norm: deep-token std per (token, channel) from {raw_model.token_std.min():.3g} to "
@@ -249,10 +248,10 @@ def main(config):
     raw_model.to(dev)
     n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "
-        f"backbone {cfg.backbone}, loss {cfg.loss}, N_q={n_q}, C={token_dim}")
+        f"backbone {cfg.backbone}, loss {cfg.loss}, N_q={n_queries}, C={token_dim}")
     for d in (images, videos):  # tokenise every caption once
         for s in (d or {}).values():
-            s["text_ids"], s["text_mask"] = raw_model.tokenize(s["captions"])
+            s["text_ids"], s["text_mask"] = raw_model.tokenize_text(s["captions"])
     pad_to = (1 if image_video_ratio == 1.0 else max_keyframes) if compile else None  # static shapes for compile
     train_batches = Batches(images and images["train"], videos and videos["train"], batch_size, image_video_ratio,
                             seed + rank, dev, pad_to)
@@ -359,7 +358,7 @@ def main(config):
             with ctx:
                 loss_value = model(*batch) / accum
             scaler.scale(loss_value).backward()
-            B, S = batch[0].shape[0], batch[0].shape[1] + batch[2].shape[1] * (n_q + 1)
+            B, S = batch[0].shape[0], batch[0].shape[1] + batch[2].shape[1] * (n_queries + 1)
             tokens_seen += B * S
             flops += B * S * raw_model.flops_per_token(S, n_flop_params)
             loss_sum += loss_value.detach().float()  # no host sync until the log line

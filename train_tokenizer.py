@@ -97,7 +97,7 @@ max_bad_steps = 10  # a non-finite loss or gradient skips the update; this many 
 device = "cuda" if torch.cuda.is_available() else "cpu"
 dtype = "float32"  # or "bfloat16" (autocast)
 compile = False
-seed = 1337
+seed = 0  # demo.py --seed N passes --seed=N
 # -----------------------------------------------------------------------------
 
 

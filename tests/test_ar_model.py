@@ -15,7 +15,7 @@ LONG = "a very long prompt about a small green triangle that bounces around"
 
 def tiny(backbone="tiny-gpt2", seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(backbone=backbone, n_q=4, token_dim=8, max_keyframes=4, text_len=8, k=4)
+    cfg = dict(backbone=backbone, n_queries=4, token_dim=8, max_keyframes=4, text_len=8, gmm_k=4)
     return ARModel(ARConfig(**(cfg | kw))).eval()
 
 
@@ -25,7 +25,7 @@ def model(request):
 
 
 def per_position_loss(m, prompts, tokens, **kw):
-    ids, mask = m.tokenize(prompts)
+    ids, mask = m.tokenize_text(prompts)
     with torch.no_grad():
         return m(ids, mask, tokens, reduction="none", **kw)  # (B, T, N_q)
 
@@ -35,7 +35,7 @@ def test_padding_does_not_change_the_loss(model):
     longer = ARModel(ARConfig(**(vars(model.cfg) | {"text_len": 16}))).eval()  # same shapes, more padding
     longer.load_state_dict(model.state_dict())
     a, b = per_position_loss(model, PROMPTS, tokens), per_position_loss(longer, PROMPTS, tokens)
-    assert (model.tokenize(PROMPTS)[1] == 0).any() and a.shape == (2, 3, 4)
+    assert (model.tokenize_text(PROMPTS)[1] == 0).any() and a.shape == (2, 3, 4)
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     # ... while the prompt itself does condition every visual position
     c = per_position_loss(model, ["a green triangle moving up", "a white circle"], tokens)
@@ -55,7 +55,7 @@ def test_loss_positions_and_keyframe_padding():
     assert ((new[:, 1, 1:] - base[:, 1, 1:]).abs() > 1e-6).all()  # later positions see it as an input
     # the mean covers real keyframes only; padding keyframes change nothing
     nk = torch.tensor([3, 2])
-    ids, mask = m.tokenize(PROMPTS)
+    ids, mask = m.tokenize_text(PROMPTS)
     with torch.no_grad():
         mean = m(ids, mask, tokens, nk)
         padded = tokens.clone()
@@ -109,7 +109,7 @@ def test_generate_feeds_each_position_once(model):
         return lengths, sum(rows)
 
     (cached, embedded), (recomputed, _) = calls(True), calls(False)
-    L = model.tokenize(PROMPTS, trim=True)[0].shape[1]
+    L = model.tokenize_text(PROMPTS, trim=True)[0].shape[1]
     assert cached == [L + 5 + 1, 1, 1, 1, 2, 1, 1, 1]  # [text | BOV_0 q_(0,:) | BOV_1], q_(1,0) .., [q_(1,3), BOV_2], ..
     assert embedded == (2 * 2) * 3 * 4  # rows x keyframes x N_q
     assert recomputed == list(itertools.accumulate(cached))
@@ -160,7 +160,7 @@ def test_token_norm_standardises_what_the_model_reads_and_returns():
 def test_a_prompt_longer_than_text_len_is_cut_with_a_warning():
     m = tiny()
     with pytest.warns(UserWarning, match=r"has 15 text tokens; the model reads the first text_len=8"):
-        ids, mask = m.tokenize([LONG])
+        ids, mask = m.tokenize_text([LONG])
     assert mask.sum() == 8 and ids[0, 0] == 49406  # SOT kept, the end of the prompt (EOT included) cut
 
 
@@ -189,10 +189,10 @@ def test_pretrained_directory_with_its_tokenizer(tmp_path):
     lm = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=1, n_head=2, n_positions=64, vocab_size=len(words)))
     lm.save_pretrained(tmp_path / "lm")  # an LM-head checkpoint, like the released ones
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(tmp_path / "lm")
-    m = ARModel(ARConfig(backbone=str(tmp_path / "lm"), n_q=4, token_dim=8, max_keyframes=3, text_len=6, k=2)).eval()
-    assert m.cfg.tokenizer == str(tmp_path / "lm")
+    m = ARModel(ARConfig(backbone=str(tmp_path / "lm"), n_queries=4, token_dim=8, max_keyframes=3, text_len=6, gmm_k=2)).eval()
+    assert m.cfg.text_tokenizer == str(tmp_path / "lm")
     torch.testing.assert_close(m.backbone.wte.weight, lm.transformer.wte.weight)
-    ids, mask = m.tokenize(["a red circle moving left now"])
+    ids, mask = m.tokenize_text(["a red circle moving left now"])
     assert ids.tolist() == [[1, 2, 4, 6, 7, 0]] and mask.tolist() == [[1, 1, 1, 1, 1, 1]]  # truncated to 6
     out = m.generate(["a blue square"], 2, var_scale=0.0, temperature=0.0)
     # a checkpoint rebuilds the same model from its stored config (no weights read from the directory)
@@ -209,7 +209,7 @@ def test_paper_sized_backbones_on_meta(name, quoted, tol):
     """Parameter counts the paper quotes (Sec. 4.1). GPT2-Large: the paper repeats the GPT-2 paper's
     762M; HF's GPT2Model counts 774.0M (1.6% more). Llama-3.2-1B: 1.2358B (tied embeddings)."""
     with torch.device("meta"):
-        m = ARModel(ARConfig(backbone=name, n_q=16, token_dim=1024, max_keyframes=16, text_len=80, k=16))
+        m = ARModel(ARConfig(backbone=name, n_queries=16, token_dim=1024, max_keyframes=16, text_len=80, gmm_k=16))
     n_backbone = sum(p.numel() for p in m.backbone.parameters())
     assert abs(n_backbone / quoted - 1) < tol, n_backbone
     assert m.out_proj[-1].out_features == 32784  # 16 x 1024 x 2 + 16
@@ -229,7 +229,7 @@ def overfit_ar(seed, steps=300):
     g = torch.Generator().manual_seed(4 + seed)
     clean = torch.randn(4, 2, 4, 8, generator=g)  # (prompts, keyframes, N_q, C)
     tokens = clean.repeat(4, 1, 1, 1) + 0.1 * torch.randn(16, 2, 4, 8, generator=g)
-    ids, mask = m.tokenize(prompts * 4)
+    ids, mask = m.tokenize_text(prompts * 4)
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3, weight_decay=0.0, fused=True)
     losses = []
     for _ in range(steps):
@@ -261,3 +261,14 @@ if __name__ == "__main__":  # the spread behind AR_OVERFIT_BOUNDS: python -m tes
     for seed in map(int, sys.argv[1:]):
         first, last, mse = overfit_ar(seed)
         print(f"seed {seed}: NLL drop {first - last:.3f}, greedy MSE {mse:.4f}")
+
+
+def test_checkpoint_with_the_old_setting_names_still_loads(model):
+    """Checkpoints written before the names were unified (n_q, k, tokenizer) rebuild the same model."""
+    saved = dict(vars(model.cfg))
+    old = {{"n_queries": "n_q", "gmm_k": "k", "text_tokenizer": "tokenizer"}.get(k, k): v for k, v in saved.items()}
+    assert "n_q" in old and "n_queries" not in old
+    again = ARModel.from_checkpoint({"model": model.state_dict(), "model_config": old})
+    assert again.cfg == model.cfg
+    kw = dict(var_scale=0.0, temperature=0.0)
+    torch.testing.assert_close(again.generate(PROMPTS, 2, **kw), model.generate(PROMPTS, 2, **kw))

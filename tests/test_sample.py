@@ -27,8 +27,8 @@ def save_ar(path, token_dim, max_keyframes=3, config=None):
     """config: the run's settings, as train_ar.py saves them (None: an older checkpoint without them)."""
     from ar_model import ARConfig, ARModel
     torch.manual_seed(0)
-    model = ARModel(ARConfig(backbone="tiny-gpt2", n_q=4, token_dim=token_dim, max_keyframes=max_keyframes,
-                             text_len=16, k=4))
+    model = ARModel(ARConfig(backbone="tiny-gpt2", n_queries=4, token_dim=token_dim, max_keyframes=max_keyframes,
+                             text_len=16, gmm_k=4))
     ckpt = {"model": model.state_dict(), "model_config": asdict(model.cfg)}  # train_ar.py's keys
     torch.save(ckpt | ({"config": config} if config is not None else {}), path)
     return path
