@@ -29,7 +29,6 @@ import glob
 import json
 import math
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -181,8 +180,9 @@ class Pipeline:
             if plan and it >= plan["max_iters"]:
                 self.skip(name, f"{ckpt} at iter {it}")
                 continue
-            if not plan:
-                remove(os.path.join(out_dir, "best.pt"))
+            if not plan:  # start over: the log and best.pt of an earlier run go too
+                for stale in ("log.csv", "best.pt"):
+                    remove(os.path.join(out_dir, stale))
             start = ["--init_from=resume"] if plan else self.places(init_from=init)
             self.run(name, ["train_ar.py"] + settings + start, "a" if plan else "w")
 
@@ -248,7 +248,7 @@ class Pipeline:
                   "dB").save(os.path.join(self.out, "psnr_tokenizer.png"))
         panels = []
         for stage, out_dir in enumerate(self.ar, start=1):
-            curves = read_ar_log(os.path.join(out_dir, "log.csv"), os.path.join(self.logs, f"ar_stage{stage}.log"))
+            curves = read_ar_log(os.path.join(out_dir, "log.csv"))
             panels.append(line_plot(curves, f"AR stage {stage}", "iteration", "loss"))
         row = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), "white")
         for i, p in enumerate(panels):
@@ -334,25 +334,13 @@ def read_log_csv(path):
     return {kind: {k: sorted(v.items()) for k, v in series.items()} for kind, series in out.items()}
 
 
-def read_ar_log(log_csv, stdout_log):
-    """AR curves {'train loss': [(iter, loss)], 'val loss': [...], 'generated / still': [...]}: from
-    out_dir/log.csv if train_ar.py writes one (same format as the tokenizer's), else parsed from its printed
-    lines 'iter N: loss X, ...' and 'step N: val loss X, generated keyframes' error / still R, ...' in logs/."""
+def read_ar_log(log_csv):
+    """AR curves {'train loss': [(iter, loss)], 'val loss': [...], 'generated / still': [...]} from train_ar.py's
+    log.csv (the tokenizer's format); points that are not finite (no held-out rows) are left out."""
     log = read_log_csv(log_csv)
-    if log["train"]:
-        return {"train loss": log["train"].get("loss", []), "val loss": log["eval"].get("val_loss", [])}
-    train, val, gen = {}, {}, {}
-    if os.path.isfile(stdout_log):
-        with open(stdout_log, errors="replace") as f:
-            for line in f:
-                if m := re.match(r"iter (\d+): loss (\S+?),", line):
-                    train[int(m.group(1))] = float(m.group(2))
-                elif m := re.match(r"step (\d+): val loss (\S+?),( generated keyframes' error / still (\S+?),)?", line):
-                    val[int(m.group(1))] = float(m.group(2))
-                    if m.group(4):
-                        gen[int(m.group(1))] = float(m.group(4))
-    clean = lambda d: sorted((k, v) for k, v in d.items() if math.isfinite(v))  # noqa: E731
-    return {"train loss": clean(train), "val loss": clean(val), "generated / still": clean(gen)}
+    clean = lambda pts: [(i, v) for i, v in pts if math.isfinite(v)]  # noqa: E731
+    return {"train loss": clean(log["train"].get("loss", [])), "val loss": clean(log["eval"].get("val_loss", [])),
+            "generated / still": clean(log["eval"].get("gen_error", []))}
 
 
 # -----------------------------------------------------------------------------

@@ -325,6 +325,7 @@ def main(config):
         return time.time(), 0, 0.0, torch.zeros((), device=dev), 0
 
     t0, tokens_seen, flops, loss_sum, steps = new_window()
+    t_start, csv_log = t0, training.CsvLog(out_dir, master)
     guard = training.BadStepGuard(max_bad_steps, "train_ar.py", f"Check the data in {data_dir} for NaN/inf, or "
                                   "lower learning_rate", log)
     while True:
@@ -337,6 +338,7 @@ def main(config):
             log(f"step {iter_num}: val loss {val_loss:.4f}, generated keyframes' error / still {gen_error:.3f}, "
                 f"parameter checksum {checksum:.6f}"
                 + (f" (same on all {world} ranks)" if ddp else ""))
+            csv_log.write("eval", iter_num, time.time() - t_start, {"val_loss": val_loss, "gen_error": gen_error})
             if iter_num > start_iter:  # best.pt: the best generated continuation (the NLL can fall while it worsens)
                 score = gen_error if gen_rows is not None else val_loss
                 best = score < best_score
@@ -376,6 +378,7 @@ def main(config):
             mfu = f", mfu {100 * flops / dt / peak:.1f}%" if peak else ""
             log(f"iter {iter_num}: loss {loss_sum.item() / steps:.4f}, lr {lr:.2e}, {tokens_seen * world / dt:,.0f} tok/s, "
                 f"{1000 * dt / steps:.0f} ms/iter{mfu}")
+            csv_log.write("train", iter_num, time.time() - t_start, {"loss": loss_sum.item() / steps})
             t0, tokens_seen, flops, loss_sum, steps = new_window()
     if ddp:
         dist.destroy_process_group()

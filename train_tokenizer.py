@@ -370,7 +370,7 @@ def main(config):
 
     log(f"{world} process(es), {accum} micro-batches of {batch_size} clips each per step: global batch "
         f"{batch_size * accum * world}; device {device}, dtype {dtype}, compile {compile}")
-    log_file = open(os.path.join(out_dir, "log.csv"), "a") if master else None
+    csv_log = training.CsvLog(out_dir, master)
     guard = training.BadStepGuard(max_bad_steps, "train_tokenizer.py", f"Lower learning_rate, or check the videos "
                                   f"in {manifest}", log)
     t0, train_time, clips_seen = time.time(), 0.0, 0
@@ -389,9 +389,7 @@ def main(config):
                 metrics = evaluate()
                 log(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 log(f"parameter checksum {checksum:.6f}" + (f" (same on all {world} ranks)" if ddp else ""))
-                log_file.write(f"eval,{iter_num},{time.time() - t0:.1f},"
-                               + ",".join(f"{k}={v:.4f}" for k, v in metrics.items()) + "\n")
-                log_file.flush()
+                csv_log.write("eval", iter_num, time.time() - t0, metrics)
                 best = metrics["psnr"] > best_psnr  # best.pt: the best held-out reconstructions
                 best_psnr = max(best_psnr, metrics["psnr"])
                 training.save_checkpoint(out_dir, dict(
@@ -420,8 +418,7 @@ def main(config):
             dt = time.time() - t0
             log(f"iter {iter_num}: loss {loss.item() * accum:.4f}, lr {lr:.2e}, "
                 f"{clips_seen / train_time:.1f} clips/s, {dt:.0f}s")
-            log_file.write(f"train,{iter_num},{dt:.1f},loss={loss.item() * accum:.5f}\n")
-            log_file.flush()
+            csv_log.write("train", iter_num, dt, {"loss": loss.item() * accum})
     if ddp:
         dist.destroy_process_group()
 

@@ -127,3 +127,19 @@ def save_checkpoint(out_dir, state, best=False):
         except OSError:  # a file system without hard links
             shutil.copyfile(last, best_path + ".tmp")
         os.replace(best_path + ".tmp", best_path)
+
+
+class CsvLog:
+    """out_dir/log.csv, appended to (a resumed run carries it on), rank 0 only: lines 'train,iter,seconds,loss=...'
+    and 'eval,iter,seconds,key=value,...', the curves demo.py plots."""
+
+    def __init__(self, out_dir, enabled):
+        if enabled:
+            os.makedirs(out_dir, exist_ok=True)
+        self.file = open(os.path.join(out_dir, "log.csv"), "a") if enabled else None
+
+    def write(self, kind, iter_num, seconds, metrics):
+        if self.file:
+            self.file.write(f"{kind},{iter_num},{seconds:.1f}," + ",".join(f"{k}={v:.5g}" for k, v in metrics.items())
+                            + "\n")
+            self.file.flush()

@@ -52,8 +52,7 @@ def test_smoke_demo_end_to_end_then_reuses_every_stage(tmp_path):
     assert metrics["real_shapes_all"] == 1.0  # the analyser reads the real held-out videos right
     assert metrics["shapes_videos"] == len(set(prompts + demo.SMOKE["EVAL_PROMPTS"]))  # every sampled video scored
     for stage in range(1, 5):  # the loss curves found their numbers
-        curves = demo.read_ar_log(str(out / "work" / f"ar_stage{stage}" / "log.csv"),
-                                  str(out / "logs" / f"ar_stage{stage}.log"))
+        curves = demo.read_ar_log(str(out / "work" / (f"ar_stage{stage}" if stage < 4 else "ar") / "log.csv"))
         assert [i for i, _ in curves["train loss"]] == [1, 2] and curves["val loss"], stage
     assert demo.read_log_csv(str(out / "work" / "tokenizer" / "log.csv"))["eval"]["psnr"]
     log, seconds = run_demo(out)  # a second run finds everything done
@@ -121,10 +120,9 @@ def test_log_parsing_keeps_the_last_value_of_a_resumed_iteration(tmp_path):
     log = demo.read_log_csv(str(path))
     assert log["train"]["loss"] == [(25, 0.5), (50, 0.3)]
     assert log["eval"]["psnr"] == [(0, 5.0), (50, 7.5)]
-    stdout = tmp_path / "ar.log"
-    stdout.write_text("step 0: val loss nan, parameter checksum 1.0\niter 10: loss 1.2500, lr 1e-3, 5 tok/s\n"
-                      "step 10: val loss 1.1000, generated keyframes' error / still 0.625, parameter checksum 2.0\n")
-    assert demo.read_ar_log(str(tmp_path / "none.csv"), str(stdout)) == {
+    path.write_text("eval,0,1.0,val_loss=nan,gen_error=nan\ntrain,10,5.0,loss=1.25\n"
+                    "eval,10,6.0,val_loss=1.1,gen_error=0.625\n")
+    assert demo.read_ar_log(str(path)) == {
         "train loss": [(10, 1.25)], "val loss": [(10, 1.1)], "generated / still": [(10, 0.625)]}
 
 
