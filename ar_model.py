@@ -125,7 +125,7 @@ class ARModel(nn.Module):
         model = ARModel(ARConfig(backbone="tiny-gpt2", n_queries=8, token_dim=32))
         loss = model(*model.tokenize_text(captions), tokens, num_keyframes)   # tokens (B, T, N_q, C)
         out = model.generate(prompts, 5, var_scale=0.01, cfg_scale=1.0)   # (B, 5, N_q, C)
-        model = ARModel.from_checkpoint("out/ar/ckpt.pt")                 # config + weights
+        model = ARModel.from_checkpoint("out/shapes/ar/ckpt.pt")          # config + weights
     """
 
     def __init__(self, cfg):

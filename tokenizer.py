@@ -4,7 +4,7 @@ keyframe into N patch tokens, a query transformer Q compresses them into N_q
 continuous deep tokens. The decoder side is the video diffusion model of diffusion.py;
 `decode_clips` samples it: deep tokens of keyframes -> the clips between them.
 
-    python tokenizer.py encode --ckpt out/tokenizer/ckpt.pt --manifest data/shapes/videos.csv --out data/shapes_tokens
+    python tokenizer.py encode --ckpt out/shapes/tokenizer/ckpt.pt --manifest data/shapes/videos.csv --out data/shapes_tokens
 
 writes the deep tokens of a whole manifest once, for the AR stage.
 """
