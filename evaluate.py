@@ -388,10 +388,7 @@ def tokenizer_metrics(tokenizer, denoiser, cfg, clips, frame_stride=1, seed=0, *
     """Decode clips (N, T, 3, S, S) from their head and rear deep tokens alone; PSNR (per clip, then the
     mean) and SSIM (per frame) of the in-between frames, on uint8 frames, next to the same numbers for the
     cross-fade of the true head and rear frames (a baseline that sees pixels)."""
-    dev = next(denoiser.parameters()).device
-    tokens = tokenizer.encode(clips[:, [0, -1]].to(dev))  # (N, 2, N_q, C): head, rear
-    uncond = tok.uncond_tokens(tokenizer, cfg["image_size"], dev)
-    recon = tok.decode_clips(denoiser, tokens, uncond, cfg, frame_stride=frame_stride, seed=seed, **decode_kw)[:, 0]
+    recon = tok.reconstruct_clips(tokenizer, denoiser, clips, cfg, frame_stride=frame_stride, seed=seed, **decode_kw)
     true_clips, made_clips = data.to_uint8(clips), data.to_uint8(recon)  # (N, T, H, W, 3)
     truth, made = true_clips[:, 1:-1], made_clips[:, 1:-1]  # the in-between frames
     fade = data.to_uint8(crossfade(clips))

@@ -284,6 +284,15 @@ def decode_clips(denoiser, tokens, uncond, cfg, *, frame_stride=1, num_steps=50,
     return torch.cat(clips).view(B, K - 1, T, 3, S, S)
 
 
+@torch.no_grad()
+def reconstruct_clips(tokenizer, denoiser, clips, cfg, **decode_kw):
+    """Real clips (N, T, 3, S, S) in [-1, 1] -> the clips decoded from their head and rear deep tokens alone
+    (N, T, 3, S, S), float32 on the CPU (paper Fig. 3). decode_kw: decode_clips' settings."""
+    dev = next(denoiser.parameters()).device
+    tokens = tokenizer.encode(clips[:, [0, -1]].to(dev))  # (N, 2, N_q, C): head, rear
+    return decode_clips(denoiser, tokens, uncond_tokens(tokenizer, cfg["image_size"], dev), cfg, **decode_kw)[:, 0]
+
+
 # -----------------------------------------------------------------------------
 # `python tokenizer.py encode`: deep tokens of a whole manifest, once, for the AR stage
 

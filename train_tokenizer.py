@@ -84,7 +84,7 @@ eval_stride = 1
 batch_size = 12  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
 learning_rate = 2e-3
-min_lr = 1e-4  # = learning_rate: constant after the warm-up
+min_lr = 1e-4  # min_lr = learning_rate: a constant rate after the warm-up
 max_iters = 2600
 warmup_iters = 100
 lr_decay_iters = 2600  # cosine from learning_rate to min_lr over these steps
@@ -332,10 +332,9 @@ def main(config):
     def evaluate():
         """Rank 0: held-out clips decoded from their head/rear deep tokens alone (PSNR, analyser), a gif, probes."""
         model.eval()
-        tokens = tokenizer.encode(val_clips[:, [0, -1]].to(device))  # (N, 2, N_q, C): head, rear
-        recon = tok.decode_clips(denoiser, tokens, tok.uncond_tokens(tokenizer, image_size, device), config,
-                                 frame_stride=eval_stride, num_steps=ddim_steps, cfg_scale=cfg_scale,
-                                 guidance_rescale=guidance_rescale, seed=seed, progress=False)[:, 0]  # (N, T, 3, S, S)
+        recon = tok.reconstruct_clips(tokenizer, denoiser, val_clips, config, frame_stride=eval_stride,
+                                      num_steps=ddim_steps, cfg_scale=cfg_scale, guidance_rescale=guidance_rescale,
+                                      seed=seed, progress=False)  # (N, T, 3, S, S)
         metrics = reconstruction_metrics(val_clips, recon)
         write_side_by_side(os.path.join(out_dir, f"recon_{iter_num:06d}.gif"), val_clips, recon)
         if probe_set is not None:
@@ -384,9 +383,9 @@ def main(config):
             if iter_num == max_iters and order_clips > 0:
                 renumber_queries()
             checksum = training.checksum(model, ddp)
-            rngs = training.rng_states(ddp, world)
+            metrics = evaluate() if master else None
+            rngs = training.rng_states(ddp, world)  # after the evaluation: a resume carries on from these states
             if master:
-                metrics = evaluate()
                 log(f"eval {iter_num}: " + ", ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
                 log(f"parameter checksum {checksum:.6f}" + (f" (same on all {world} ranks)" if ddp else ""))
                 csv_log.write("eval", iter_num, time.time() - t0, metrics)

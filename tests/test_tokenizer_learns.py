@@ -110,10 +110,8 @@ def overfit_clips(clips, seed, steps=OVERFIT_STEPS):
     model.eval()
     decoder_cfg = cfg | dict(zero_terminal_snr=True, prediction_type="v")
     with torch.no_grad():  # as train_tokenizer.py's evals decode, with config/shapes.py's guidance
-        tokens = tokenizer.encode(clips[:, [0, -1]])  # (N, 2, N_q, C): head, rear
-        recon = tok.decode_clips(denoiser, tokens, tok.uncond_tokens(tokenizer, 32), decoder_cfg,
-                                 num_steps=20, cfg_scale=2.0, guidance_rescale=0.7, seed=seed,
-                                 progress=False)[:, 0]  # the settings the bounds above were measured with
+        recon = tok.reconstruct_clips(tokenizer, denoiser, clips, decoder_cfg, num_steps=20, cfg_scale=2.0,
+                                      guidance_rescale=0.7, seed=seed, progress=False)  # as the bounds were measured
     return before, after, train_tokenizer.reconstruction_metrics(clips, recon)
 
 
