@@ -34,6 +34,7 @@ COLORS = {
     "cyan": (0, 255, 255), "magenta": (255, 0, 255), "white": (255, 255, 255),
 }
 SHAPES = ("circle", "square", "triangle")
+RADIUS = (0.20, 0.26)  # object radius / frame size: against 0.12-0.18, reconstructions' shape 35 -> 58% (NOTES.md)
 DIRECTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
 FPS = 8
 
@@ -123,11 +124,11 @@ def write_manifest(path, rows, columns):
 
 
 def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
-                    still_fraction=0.2, antialias=True, workers=2):
+                    still_fraction=0.2, antialias=True, workers=2, radius=RADIUS):
     """Draw `num_videos` one-object videos into `out`: mp4s + videos.csv, head-frame pngs + images.csv.
 
     Same arguments, same files. The image-text set holds the head frame of every video
-    with the caption "a {color} {shape}".
+    with the caption "a {color} {shape}". radius: (low, high) object radius as fractions of size.
     """
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
@@ -138,9 +139,9 @@ def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
         direction = "still" if rng.random() < still_fraction else moving[rng.integers(len(moving))]
-        radius = rng.uniform(size * 0.12, size * 0.18)
-        track = object_track(direction, num_frames, size, radius, speed, rng)
-        jobs.append((i, color, shape, direction, radius, track))
+        object_radius = rng.uniform(size * radius[0], size * radius[1])
+        track = object_track(direction, num_frames, size, object_radius, speed, rng)
+        jobs.append((i, color, shape, direction, object_radius, track))
 
     def render(job):
         i, color, shape, direction, radius, track = job
@@ -513,6 +514,7 @@ def main(argv=None):
     shapes.add_argument("--num_frames", type=int, default=33)
     shapes.add_argument("--speed", type=float, default=0.75, help="pixels per frame")
     shapes.add_argument("--still_fraction", type=float, default=0.2)
+    shapes.add_argument("--radius", type=float, nargs=2, default=RADIUS, help="object radius range / frame size")
     shapes.add_argument("--no_antialias", action="store_true")
     shapes.add_argument("--seed", type=int, default=0)
     shapes.add_argument("--workers", type=int, default=2)
@@ -521,7 +523,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "shapes":
         generate_shapes(args.out, args.num_videos, args.size, args.num_frames, args.seed, args.speed,
-                        args.still_fraction, not args.no_antialias, args.workers)
+                        args.still_fraction, not args.no_antialias, args.workers, tuple(args.radius))
         log.info("wrote %d videos to %s (videos.csv, images.csv)", args.num_videos, args.out)
     else:
         add_motion_scores(args.manifest)

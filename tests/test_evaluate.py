@@ -208,7 +208,7 @@ def test_analyser_detects_wrong_color_direction_shape_and_count(truth):
     mismatched = [c.replace("circle", "X").replace("square", "circle").replace("X", "square") for c in captions]
     scores, rows = ev.score_shapes(videos, mismatched)
     assert all(r["shape"] == ("triangle" in c) for r, c in zip(rows, captions))
-    two = [np.maximum(v, np.roll(v, 16, axis=2)) for v in videos[:4]]  # a second copy 16 px away (<= 12 px wide)
+    two = [np.maximum(v, np.roll(v, (16, 16), axis=(1, 2))) for v in videos[:4]]  # a copy 16 px right, 16 px down
     assert all(ev.analyze_video(v)["one_object"] == 0.0 and not ev.analyze_video(v)["one_object_video"] for v in two)
     assert ev.analyze_video(np.zeros((9, 32, 32, 3), np.uint8))["color"] is None
 
