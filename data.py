@@ -124,11 +124,11 @@ def write_manifest(path, rows, columns):
 
 
 def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
-                    still_fraction=0.2, antialias=True, workers=2, radius=RADIUS):
+                    still_fraction=0.2, antialias=True, workers=2, radius_range=RADIUS):
     """Draw `num_videos` one-object videos into `out`: mp4s + videos.csv, head-frame pngs + images.csv.
 
     Same arguments, same files. The image-text set holds the head frame of every video
-    with the caption "a {color} {shape}". radius: (low, high) object radius as fractions of size.
+    with the caption "a {color} {shape}". radius_range: (low, high) object radius as fractions of size.
     """
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     os.makedirs(os.path.join(out, "images"), exist_ok=True)
@@ -139,9 +139,9 @@ def generate_shapes(out, num_videos, size=32, num_frames=33, seed=0, speed=0.75,
         color = list(COLORS)[rng.integers(len(COLORS))]
         shape = SHAPES[rng.integers(len(SHAPES))]
         direction = "still" if rng.random() < still_fraction else moving[rng.integers(len(moving))]
-        object_radius = rng.uniform(size * radius[0], size * radius[1])
-        track = object_track(direction, num_frames, size, object_radius, speed, rng)
-        jobs.append((i, color, shape, direction, object_radius, track))
+        radius = rng.uniform(size * radius_range[0], size * radius_range[1])
+        track = object_track(direction, num_frames, size, radius, speed, rng)
+        jobs.append((i, color, shape, direction, radius, track))
 
     def render(job):
         i, color, shape, direction, radius, track = job

@@ -84,7 +84,7 @@ eval_stride = 1
 batch_size = 12  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
 learning_rate = 2e-3
-min_lr = 1e-4  # min_lr = learning_rate: a constant rate after the warm-up
+min_lr = 1e-4  # the cosine's floor (min_lr = learning_rate keeps the rate constant: config/tokenizer_paper.py)
 max_iters = 2600
 warmup_iters = 100
 lr_decay_iters = 2600  # cosine from learning_rate to min_lr over these steps
