@@ -215,14 +215,23 @@ class ARModel(nn.Module):
 
     def _visual_inputs(self, tokens):
         """(B, T, N_q, C) deep tokens of frames 0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
-        B, T = tokens.shape[:2]
+        B, T, Nq = tokens.shape[:3]
         x = self.in_proj(tokens)  # (B, T, N_q, W)
         if self.training:  # always in the graph (even at p = 0) so DDP sees mask_emb used
             drop = torch.rand(x.shape[:3], device=x.device) < self.cfg.visual_drop_prob  # (B, T, N_q)
             x = torch.where(drop[..., None], self.mask_emb.to(x.dtype), x)
-        x = x + self.pos_emb  # token-in-frame index
-        x = torch.cat([self.bov.to(x.dtype).expand(B, T, 1, -1), x], dim=2)  # (B, T, 1 + N_q, W)
-        return x + self.frame_emb[:T, None]  # frame index, [BOV] included
+        frames = torch.arange(T, device=x.device)
+        x = self._place(x, frames[:, None], torch.arange(Nq, device=x.device))
+        return torch.cat([self._bov(frames).to(x.dtype).expand(B, T, 1, -1), x], dim=2)  # (B, T, 1 + N_q, W)
+
+    def _place(self, x, frame, slot):
+        """Projected deep tokens x (..., W) -> input vectors: plus the embeddings of their frame index and of
+        their slot (token-in-frame index); frame and slot broadcast against x's leading dimensions."""
+        return x + self.pos_emb[slot] + self.frame_emb[frame]
+
+    def _bov(self, frame):
+        """The [BOV] input vector opening frame(s) `frame`: (..., 1, W)."""
+        return (self.bov + self.frame_emb[frame])[..., None, :]
 
     def _run(self, embeds, mask, cache=None):
         """Backbone states (B, S, W) of embeds (B, S, W), the last S of the positions mask (B, S0 + S) covers;
@@ -311,7 +320,7 @@ class ARModel(nn.Module):
                                  f"{num_keyframes} keyframes of ({Nq}, {cfg.token_dim})")
             fed[:, :first] = ((prefix.to(dev) - self.token_mean) / self.token_std).repeat(ids.shape[0] // B, 1, 1, 1)
         mask = torch.cat([tmask, tmask.new_ones(ids.shape[0], num_keyframes * (Nq + 1))], 1)  # (B', L + T (1 + N_q))
-        bov = lambda f: (self.bov + self.frame_emb[f]).to(text.dtype).expand(ids.shape[0], 1, -1)  # (B', 1, W): BOV_f
+        bov = lambda f: self._bov(f).to(text.dtype).expand(ids.shape[0], 1, -1)  # (B', 1, W): BOV_f
         # prefill: the text, the given keyframes and the BOV whose state predicts the first token to generate
         new = torch.cat([text, self._visual_inputs(fed[:, :first]).flatten(1, 2).to(text.dtype), bov(first)], 1)
         cache, n = DynamicCache() if use_cache else None, 0  # n: positions fed so far
@@ -328,8 +337,8 @@ class ARModel(nn.Module):
                     params = self._guide(params, cfg_scale)  # (B, P)
                 q = self._sample(params.float(), var_scale, temperature, generator)  # (B, C)
                 fed[:, f, m] = q.repeat(2, 1) if guided else q
-                # fed back: q_(f,m) as _visual_inputs embeds it; its state predicts q_(f,m+1) ...
-                new = (self.in_proj(fed[:, f, m]) + self.pos_emb[m] + self.frame_emb[f]).to(text.dtype)[:, None]
+                # fed back: q_(f,m) embedded as _visual_inputs does; its state predicts q_(f,m+1) ...
+                new = self._place(self.in_proj(fed[:, f, m]), f, m).to(text.dtype)[:, None]  # (B', 1, W)
                 if m == Nq - 1 and f + 1 < num_keyframes:  # ... or nothing: then BOV_(f+1) predicts q_(f+1,0)
                     new = torch.cat([new, bov(f + 1)], 1)  # (B', 2, W)
         self.train(was_training)
