@@ -215,13 +215,13 @@ class ARModel(nn.Module):
 
     def _visual_inputs(self, tokens):
         """(B, T, N_q, C) deep tokens of frames 0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""
-        B, T, Nq = tokens.shape[:3]
+        B, T = tokens.shape[:2]
         x = self.in_proj(tokens)  # (B, T, N_q, W)
         if self.training:  # always in the graph (even at p = 0) so DDP sees mask_emb used
             drop = torch.rand(x.shape[:3], device=x.device) < self.cfg.visual_drop_prob  # (B, T, N_q)
             x = torch.where(drop[..., None], self.mask_emb.to(x.dtype), x)
         frames = torch.arange(T, device=x.device)
-        x = self._place(x, frames[:, None], torch.arange(Nq, device=x.device))
+        x = self._place(x, frames[:, None], slice(None))  # every slot
         return torch.cat([self._bov(frames).to(x.dtype).expand(B, T, 1, -1), x], dim=2)  # (B, T, 1 + N_q, W)
 
     def _place(self, x, frame, slot):
