@@ -4,11 +4,16 @@ Micro-benchmarks, one section per component.
 $ python bench.py --section=gmm
 $ python bench.py --section=tokenizer
 $ python bench.py --section=ar
+$ python bench.py --section=data
 
 gmm: forward+backward of the GMM NLL (paper Sec. 3.4, supp. Algorithm 1) at N positions,
 K=16, D=1024, comparing gmm.gmm_nll (eager and torch.compile'd) with the same loss written
 with torch.distributions. Timing: all variants in this process on the same inputs, several
 interleaved repeats after warm-up, median reported. Peak memory: see measure_peak_rss().
+
+data: one training clip (9 frames at 8 fps, 32 x 32) from 10 s 720p 30 fps H.264 files, read the way
+data.ClipDataset reads it (seek, decode only the clip's stretch, resample and scale inside ffmpeg)
+against decoding the whole file at full size first (the reader before it).
 """
 import argparse
 import json
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import torch
 
 import gmm
@@ -246,8 +252,119 @@ def bench_ar(args):
           f"{100e3 * flops / (gpus * 312e12 * mfu) / 3600:.0f} h per 100k steps")
 
 # -----------------------------------------------------------------------------
+# data section
 
-SECTIONS = {"gmm": bench_gmm, "tokenizer": bench_tokenizer, "ar": bench_ar}
+def read_whole_then_index(path, indices, native_fps, fps=8, size=32):
+    """The reader before data.read_frames seeked: every frame at full size, then the clip's frames picked and
+    resized in torch (the baseline)."""
+    import imageio
+    import data
+    with imageio.get_reader(path, format="FFMPEG") as reader:
+        frames = np.stack([frame for frame in reader])  # (T, H, W, 3), all of it (list() would trust its len: inf)
+    wanted = np.floor(np.asarray(indices) * native_fps / fps + 0.5).astype(np.int64)
+    return data.to_tensor(frames[wanted], size)
+
+def read_clip(path, indices, info, fps=8, size=32):
+    """What data.ClipDataset does per clip without a cache (info: data.video_info, read once per file)."""
+    import data
+    return data.to_tensor(data.read_frames(path, size, fps, indices, info), size)
+
+def make_test_video(path, gop=None, seconds=10, width=1280, height=720, fps=30):
+    """An H.264 yuv420p mp4 of ffmpeg's testsrc2; gop: frames between keyframes (None: libx264's default, up
+    to 250, here one keyframe in 10 s)."""
+    import imageio_ffmpeg
+    if not os.path.isfile(path):
+        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                        f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", "-c:v", "libx264",
+                        "-pix_fmt", "yuv420p", *(["-g", str(gop)] if gop else []), path], check=True)
+    return path
+
+def children_peak_mib(run):
+    """Peak resident memory (MiB) of the ffmpeg processes run() starts, polled from /proc every 2 ms
+    (RUSAGE_CHILDREN would also count what `import torch` started)."""
+    import threading
+    peak, done = [0], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            for task in os.listdir("/proc/self/task"):
+                try:
+                    with open(f"/proc/self/task/{task}/children") as f:
+                        pids = f.read().split()
+                    for pid in pids:
+                        with open(f"/proc/{pid}/status") as f:
+                            status = dict(line.split(":", 1) for line in f)
+                        if status["Name"].strip().startswith("ffmpeg"):  # not the fork before exec (our own pages)
+                            peak[0] = max(peak[0], int(status["VmHWM"].split()[0]))
+                except OSError:  # a child that just exited
+                    pass
+            time.sleep(0.002)
+    watcher = threading.Thread(target=poll)
+    watcher.start()
+    try:
+        run()
+    finally:
+        done.set()
+        watcher.join()
+    return peak[0] / 1024
+
+def data_peak_child(variant, path, start, stride):
+    """Child process: extra peak resident memory (MiB) of reading one clip: this process (VmHWM reset, as in
+    measure_peak_rss) and its ffmpeg."""
+    import data
+    info = data.video_info(path)
+    indices = start + stride * np.arange(9)
+    fn = read_whole_then_index if variant == "whole file" else read_clip
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _read_status_kib("VmRSS")
+    ffmpeg = children_peak_mib(lambda: fn(path, indices, info["fps"] if variant == "whole file" else info))
+    return {"python_mib": (_read_status_kib("VmHWM") - before) / 1024, "ffmpeg_mib": ffmpeg}
+
+def bench_data(args):
+    import tempfile
+    import data
+    folder = args.video_dir or tempfile.gettempdir()
+    for gop, what in ((None, "libx264's default keyframe interval (250: one keyframe in the 10 s)"),
+                      (30, "a keyframe every second, as phone cameras write")):
+        path = make_test_video(os.path.join(folder, f"bench_720p30_gop{gop or 'default'}.mp4"), gop)
+        info = data.video_info(path)
+        n = data.frames_at(info["num_frames"], 8, info["fps"])
+        rng = np.random.default_rng(0)  # the same clips for both readers: stride 1-4 at 8 fps, uniform start
+        clips = [(int(rng.integers(n - 8 * s)), s) for s in rng.integers(1, 5, args.repeats)]
+        print(f"\none 9-frame 32 px training clip at 8 fps from a 10 s {info['size'][0]}x{info['size'][1]} "
+              f"{info['fps']:g} fps H.264 file, {what}; {len(clips)} clips, stride 1-4, uniform start")
+        mem = {name: json.loads(subprocess.run(
+            [sys.executable, __file__, "--section=data", f"--_mem_child={name}", f"--_video={path}"],
+            capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            for name in ("whole file", "seek + scale in ffmpeg")}
+        times = {"whole file": [], "seek + scale in ffmpeg": [], "seek + header read": []}
+        for start, stride in clips:  # interleaved, the same clip for each
+            indices = start + stride * np.arange(9)
+            t0 = time.perf_counter()
+            a = read_whole_then_index(path, indices, info["fps"])
+            t1 = time.perf_counter()
+            b = read_clip(path, indices, info)
+            t2 = time.perf_counter()
+            read_clip(path, indices, data.video_info(path))  # a file seen for the first time: its header too
+            t3 = time.perf_counter()
+            for name, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2)):
+                times[name].append(dt)
+            assert a.shape == b.shape == (9, 3, 32, 32), (a.shape, b.shape)
+        med = {name: sorted(t)[len(t) // 2] for name, t in times.items()}
+        print(f"{'reader':<24}{'median s':>9}{'speedup':>9}{'peak MiB python':>16}{'ffmpeg':>8}")
+        for name in times:
+            m = mem.get(name, mem["seek + scale in ffmpeg"])
+            print(f"{name:<24}{med[name]:>9.3f}{med['whole file'] / med[name]:>8.1f}x{m['python_mib']:>16.0f}"
+                  f"{m['ffmpeg_mib']:>8.0f}")
+    print(f"\nmedian of the interleaved clips; 'seek + header read' also reads the file's header (first sight of a "
+          f"file; the dataset keeps it). peak MiB: extra resident memory of reading one clip (stride 4, start 40) "
+          f"in a fresh process, and its ffmpeg's; load average {os.getloadavg()[0]:.2f}. A seek decodes from the "
+          f"keyframe before the clip to its last frame: the keyframe interval sets the floor.")
+
+# -----------------------------------------------------------------------------
+
+SECTIONS = {"gmm": bench_gmm, "tokenizer": bench_tokenizer, "ar": bench_ar, "data": bench_data}
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
@@ -259,10 +376,15 @@ if __name__ == "__main__":
     parser.add_argument("--ar_batch", type=int, default=16, help="ar: sequences per training step")
     parser.add_argument("--gen_batch", type=int, default=4, help="ar: prompts per generate call")
     parser.add_argument("--peak_flops", type=float, default=1e12, help="ar: peak FLOP/s of this device, for MFU")
+    parser.add_argument("--video_dir", default="", help="data: where the test video is made (default: the temp dir)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--_mem_child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--_video", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args._mem_child and args.section == "data":
+        print(json.dumps(data_peak_child(args._mem_child, args._video, 40, 4)))
+        sys.exit(0)
     if args._mem_child:
         print(json.dumps(measure_peak_rss(args._mem_child, args.n, args.k, args.d)))
         sys.exit(0)

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 log = logging.getLogger("data")
+# read_frames asks ffmpeg to scale; imageio_ffmpeg would warn that the frames differ from the source size
+logging.getLogger("imageio_ffmpeg").addFilter(lambda record: not record.getMessage().startswith("The frame size for"))
 
 # -----------------------------------------------------------------------------
 # The shapes set (spec in ../shared/REFERENCE.md)
@@ -295,22 +297,79 @@ def read_manifest(path, min_motion=None, max_motion=None):
     return rows
 
 
-def read_frames(path, last_index=None):
-    """Frames 0..last_index (all if None) of a video or image file, (T, H, W, 3) uint8."""
-    if path.lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp")):
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def video_info(path):
+    """{'fps', 'num_frames', 'size': (W, H)} of a video file from its header (ffmpeg starts, decodes nothing).
+    num_frames is duration x fps, an estimate: `read_frames` says when a file holds fewer."""
+    import imageio_ffmpeg
+    reader = imageio_ffmpeg.read_frames(path, output_params=["-frames:v", "1", "-vf", "scale=2:2"])  # not decode ahead
+    try:
+        meta = next(reader)
+    finally:
+        reader.close()
+    if not meta.get("fps") or not meta.get("duration"):
+        raise ValueError(f"no frame rate or duration in the header (fps {meta.get('fps')}, duration {meta.get('duration')})")
+    return {"fps": float(meta["fps"]), "num_frames": max(1, round(meta["duration"] * meta["fps"])),
+            "size": tuple(meta["source_size"])}
+
+
+def frames_at(num_frames, fps, native_fps):
+    """How many frames a video of num_frames at native_fps has when read at `fps` (frame k: the one shown at k / fps)."""
+    return math.ceil((num_frames - 0.5) * fps / native_fps)
+
+
+def read_frames(path, size=None, fps=None, indices=None, info=None):
+    """uint8 frames (T, H, W, 3) of a video (any container/codec ffmpeg reads, gif included) or an image.
+
+    fps: read the video at this rate, whatever the file's own (frame k is the one shown at time k / fps;
+    None: every frame as stored). indices: only these frames (at `fps`): ffmpeg seeks to the first and
+    decoding stops after the last; indices past the file's end are left out (a shorter result).
+    size: scale the short side to `size` and center-crop size x size inside ffmpeg (None: as stored).
+    info: `video_info(path)`, when the caller has it (a seek needs the file's rate before it starts).
+    """
+    if path.lower().endswith(IMAGE_EXTENSIONS):
         image = np.asarray(imageio.v2.imread(path))
-        if image.ndim == 2:
-            image = np.repeat(image[..., None], 3, axis=-1)
+        image = np.repeat(image[..., None], 3, axis=-1) if image.ndim == 2 else image
         return image[None, ..., :3]
-    frames = []
-    with imageio.get_reader(path, format="FFMPEG") as reader:
-        for frame in reader:
-            frames.append(frame)
-            if last_index is not None and len(frames) > last_index:
+    import imageio_ffmpeg
+    indices = None if indices is None else np.asarray(indices, dtype=np.int64)
+    native = info["fps"] if info else None
+    if indices is not None and len(indices) and indices.min() > 0 and native is None:
+        native = video_info(path)["fps"]
+    seek = native is not None and indices is not None and len(indices) > 0
+    first = int(np.floor(indices.min() * native / (fps or native) + 0.5)) if seek else 0
+    input_params = ["-ss", f"{(first - 0.5) / native:.6f}"] if first > 0 else []  # lands on native frame `first`
+    output_params = ["-fps_mode", "passthrough"]  # each stored frame once (ffmpeg may repeat one after a seek)
+    if seek:  # stop decoding after the last frame needed (ffmpeg would decode ahead and queue frames meanwhile)
+        output_params += ["-frames:v", str(int(np.floor(indices.max() * native / (fps or native) + 0.5)) - first + 1)]
+    elif indices is not None and fps:
+        output_params += ["-t", f"{(indices.max() + 1) / fps:.6f}" if len(indices) else "0"]
+    if size:  # short side -> size (antialiased bilinear, as to_tensor), then the center square, before piping
+        output_params += ["-vf", f"scale='if(lt(iw,ih),{size},-2)':'if(lt(iw,ih),-2,{size})':flags=bilinear,crop={size}:{size}"]
+    reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
+    try:
+        meta = next(reader)
+        width, height = meta["size"]
+        if fps and not meta.get("fps"):
+            raise ValueError("no frame rate in the header")
+        scale = meta["fps"] / fps if fps else 1.0  # native frames per frame read
+        wanted = None if indices is None else np.floor(indices * scale + 0.5).astype(np.int64)
+        needed = None if wanted is None else int(wanted.max()) - first + 1 if len(wanted) else 0
+        frames = []
+        for frame in reader if needed != 0 else ():  # native frames first, first + 1, ...; stop after the last needed
+            frames.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
+            if len(frames) == needed:
                 break
-    if not frames:
-        raise ValueError("no frames decoded")
-    return np.stack(frames)
+    finally:
+        reader.close()
+    frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+    if wanted is None:
+        if not len(frames):
+            raise ValueError("no frames decoded")
+        return frames[np.floor(np.arange(frames_at(len(frames), fps, meta["fps"])) * scale + 0.5).astype(np.int64)] if fps else frames
+    return frames[wanted[wanted - first < len(frames)] - first]
 
 
 def to_tensor(frames, size):
@@ -339,27 +398,42 @@ def in_split(path, split, val_fraction):
 class ManifestDataset(torch.utils.data.Dataset):
     """Base class: reads rows of a manifest, skips unreadable files with one warning each.
 
-    Subclasses implement `load(row)`, which raises on bad input (corrupt, too short,
-    missing); `__getitem__` then logs the file once, counts it in `num_skipped` and
-    returns the next readable sample instead.
+    Videos are read at `fps` (time, not the file's frame count, sets what a frame index means)
+    and `size`, scaled inside ffmpeg. With `cache`, each video is decoded whole once and kept;
+    without, each sample seeks and decodes only the stretch it needs. Subclasses implement
+    `load(row)`, which raises on bad input (corrupt, too short, missing); `__getitem__` then
+    logs the file once, counts it in `num_skipped` and returns the next readable sample instead.
     """
 
     def __init__(self, manifest, size, min_motion=None, max_motion=None, split="all", val_fraction=0.05,
-                 cache=False):
-        self.manifest, self.size = manifest, size
+                 cache=False, fps=FPS):
+        self.manifest, self.size, self.fps = manifest, size, fps
         self.rows = [r for r in read_manifest(manifest, min_motion, max_motion) if in_split(r["path"], split, val_fraction)]
         if not self.rows:
             raise ValueError(f"manifest {manifest} has no rows in split {split!r} (val_fraction {val_fraction})")
         self.bad_paths = set()
-        # decoded frames by path, for small data sets held in RAM; pass one dict to several datasets to share it
+        self.infos, self.lengths = {}, {}  # video_info and frames at self.fps by path, read once
+        # whole videos decoded at (size, fps) by path, for sets that fit in RAM; pass one dict to several datasets to share it
         self.cache = cache if isinstance(cache, dict) else {} if cache else None
 
-    def read(self, path, last_index=None):
+    def num_frames(self, path):
+        """Frames of the video at self.fps: counted when cached (or once a clip found fewer), else from its header."""
+        if self.cache is not None:
+            return len(self.read(path))
+        if path not in self.lengths:
+            self.infos[path] = video_info(path)
+            self.lengths[path] = frames_at(self.infos[path]["num_frames"], self.fps, self.infos[path]["fps"])
+        return self.lengths[path]
+
+    def read(self, path, indices=None):
+        """Frames `indices` (all if None) of the video read at (self.size, self.fps), uint8 (T, size, size, 3);
+        indices past its end are left out."""
         if self.cache is None:
-            return read_frames(path, last_index)
+            return read_frames(path, self.size, self.fps, indices, self.infos.get(path))
         if path not in self.cache:
-            self.cache[path] = read_frames(path)
-        return self.cache[path]
+            self.cache[path] = read_frames(path, self.size, self.fps)
+        frames = self.cache[path]
+        return frames if indices is None else frames[[i for i in indices if i < len(frames)]]
 
     def preload(self, workers=4):
         """Decode every file into the cache up front, `workers` files at a time (each decode is
@@ -371,7 +445,7 @@ class ManifestDataset(torch.utils.data.Dataset):
 
         def decode(path):
             try:
-                return path, read_frames(path)
+                return path, read_frames(path, self.size, self.fps)
             except Exception:  # logged when a sample asks for it
                 return path, None
         with ThreadPoolExecutor(workers) as pool:
@@ -403,7 +477,8 @@ class ManifestDataset(torch.utils.data.Dataset):
 
 
 class ClipDataset(ManifestDataset):
-    """Tokenizer clips: `clip_frames + 1` frames (head, in-between, rear) at a random frame stride.
+    """Tokenizer clips: `clip_frames + 1` frames (head, in-between, rear) at a random frame stride
+    (in frames at `fps`: the stride of a clip means the same time whatever the file's own rate).
 
     Returns {'frames': (clip_frames + 1, 3, size, size) in [-1, 1], 'frame_stride': int,
     'caption': str}. The stride is drawn uniformly from [1, max_stride] among the
@@ -417,19 +492,22 @@ class ClipDataset(ManifestDataset):
         self.clip_frames, self.max_stride = clip_frames, max_stride
 
     def load(self, row):
-        frames = self.read(row["path"])  # (T, H, W, 3)
-        strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < len(frames)]
-        if not strides:
-            raise ValueError(f"too short: {len(frames)} frames, a clip needs {self.clip_frames + 1}")
-        stride = strides[torch.randint(len(strides), ()).item()]
-        start = torch.randint(len(frames) - self.clip_frames * stride, ()).item()
-        indices = start + stride * np.arange(self.clip_frames + 1)
-        return {"frames": to_tensor(frames[indices], self.size), "frame_stride": stride,
-                "caption": row["caption"]}
+        for attempt in range(2):  # a second draw once the file is counted, when it ended sooner than its header said
+            n = self.num_frames(row["path"])
+            strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < n]
+            if not strides:
+                raise ValueError(f"too short: {n} frames at {self.fps:g} fps, a clip needs {self.clip_frames + 1}")
+            stride = strides[torch.randint(len(strides), ()).item()]
+            start = torch.randint(n - self.clip_frames * stride, ()).item()
+            frames = self.read(row["path"], start + stride * np.arange(self.clip_frames + 1))
+            if len(frames) == self.clip_frames + 1:
+                return {"frames": to_tensor(frames, self.size), "frame_stride": stride, "caption": row["caption"]}
+            self.lengths[row["path"]] = len(self.read(row["path"]))  # shorter than its header says (a longer audio track)
+        raise ValueError(f"decoded {len(frames)} of {self.clip_frames + 1} frames twice")
 
 
 class KeyframeDataset(ManifestDataset):
-    """AR-model videos: keyframes every `keyframe_interval` frames, at most `max_keyframes`.
+    """AR-model videos: keyframes every `keyframe_interval` frames at `fps`, at most `max_keyframes`.
 
     Returns {'frames': (K, 3, size, size), 'caption': str}, 2 <= K <= max_keyframes.
     """
@@ -439,10 +517,10 @@ class KeyframeDataset(ManifestDataset):
         self.keyframe_interval, self.max_keyframes = keyframe_interval, max_keyframes
 
     def load(self, row):
-        last = self.keyframe_interval * (self.max_keyframes - 1)
-        frames = self.read(row["path"], last_index=last)[:last + 1:self.keyframe_interval]
+        frames = self.read(row["path"], self.keyframe_interval * np.arange(self.max_keyframes))  # from the start: no seek
         if len(frames) < 2:
-            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames for 2 keyframes")
+            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames at {self.fps:g} fps "
+                             f"for 2 keyframes")
         return {"frames": to_tensor(frames, self.size), "caption": row["caption"]}
 
 
@@ -496,7 +574,7 @@ def add_motion_scores(manifest):
         rows = list(reader)
     for row in tqdm(rows, desc="motion scores"):
         try:
-            row["motion"] = f"{motion_score(read_frames(os.path.join(root, row['path']))):.5f}"
+            row["motion"] = f"{motion_score(read_frames(os.path.join(root, row['path']), fps=1), fps=1):.5f}"
         except Exception as e:
             log.warning("skipping %s: %s", row["path"], e)
             row["motion"] = "nan"  # NaN fails every bound, so a filtered run skips it

@@ -269,3 +269,133 @@ def test_preload_fills_one_shared_cache_and_leaves_bad_files_to_skip(shapes_dir,
     with caplog.at_level(logging.WARNING, logger="data"):
         assert ds[0]["caption"] == "y"  # the corrupt file is logged and skipped when sampled
     assert "corrupt.mp4" in caplog.text and ds.num_skipped == 1
+
+
+# -----------------------------------------------------------------------------
+# videos as people bring them: other codecs, containers, sizes and frame rates
+
+
+def ffmpeg_test_video(path, rate, size="96x64", seconds=3, codec=()):
+    """ffmpeg's testsrc2 (a pattern that changes with time, not frame count) at `rate` fps."""
+    import subprocess
+    import imageio_ffmpeg
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate={rate}:duration={seconds}", *codec, str(path)], check=True)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def real_videos(tmp_path_factory):
+    """{name: path}: H.264 mp4 at 30 fps, VP9 webm at 25 fps (portrait), MPEG-4 avi at 24 fps, H.264 mkv and mov
+    at 60 and 15 fps, a gif (12.5 fps), and the mp4's content at 8 fps."""
+    out = tmp_path_factory.mktemp("real_videos")
+    h264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
+    return {
+        "mp4_30": ffmpeg_test_video(out / "a.mp4", 30, codec=h264),
+        "webm_25": ffmpeg_test_video(out / "b.webm", 25, size="64x96", codec=("-c:v", "libvpx-vp9")),
+        "avi_24": ffmpeg_test_video(out / "c.avi", 24, codec=("-c:v", "mpeg4", "-q:v", "3")),
+        "mkv_60": ffmpeg_test_video(out / "d.mkv", 60, codec=h264),
+        "mov_15": ffmpeg_test_video(out / "e.mov", 15, codec=h264),
+        "gif": ffmpeg_test_video(out / "f.gif", 12, seconds=2),
+        "mp4_8": ffmpeg_test_video(out / "g.mp4", 8, codec=h264),
+    }
+
+
+def every_frame(path):
+    """The reference: every frame as stored, decoded front to back by imageio-ffmpeg, and the file's rate."""
+    import imageio_ffmpeg
+    reader = imageio_ffmpeg.read_frames(path)
+    meta = next(reader)
+    width, height = meta["size"]
+    return np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]), meta["fps"]
+
+
+@pytest.mark.parametrize("name", ["mp4_30", "webm_25", "avi_24", "mkv_60", "mov_15", "gif"])
+def test_read_frames_seeks_to_the_frames_shown_at_those_times(real_videos, name):
+    """Frame k at 8 fps is the stored frame shown at k / 8 s (nearest); seeking decodes the same pixels."""
+    path = real_videos[name]
+    ref, native = every_frame(path)
+    at8 = data.read_frames(path, fps=8)
+    assert len(at8) == data.frames_at(len(ref), 8, native) and len(at8) >= int(8 * len(ref) / native)
+    shown = np.floor(np.arange(len(at8)) * native / 8 + 0.5).astype(int)
+    assert np.array_equal(at8, ref[shown])
+    for start, stride in [(0, 1), (3, (len(at8) - 4) // 8), (len(at8) - 9, 1), (1, (len(at8) - 2) // 8)]:
+        indices = start + stride * np.arange(9)
+        assert np.array_equal(data.read_frames(path, fps=8, indices=indices), at8[indices]), (start, stride)
+    assert len(data.read_frames(path, fps=8, indices=[len(at8) - 1, len(at8) + 5])) == 1  # past the end: left out
+
+
+def test_read_frames_scales_and_crops_inside_ffmpeg_like_to_tensor(tmp_path):
+    """A disc moving over a wide 96 x 64 video, read at 32 x 32: where to_tensor (torch) puts it, within 0.1 px."""
+    frames = np.zeros((4, 64, 96, 3), np.uint8)
+    ys, xs = np.mgrid[:64, :96]
+    for i, frame in enumerate(frames):
+        frame[(xs - 38 - 4 * i) ** 2 + (ys - 30) ** 2 <= 12 ** 2] = (250, 200, 60)
+    path = str(tmp_path / "wide.mp4")
+    data.write_mp4(path, frames)
+    small = data.read_frames(path, size=32, indices=[1, 3], fps=8)
+    want = data.to_uint8(data.to_tensor(data.read_frames(path)[[1, 3]], 32))
+    assert small.shape == want.shape == (2, 32, 32, 3)
+    for got, ref in zip(small, want):
+        assert np.abs(centroid(got) - centroid(ref)).max() < 0.1
+    assert np.abs(small.astype(float) - want).mean() < 2  # the filters differ at the disc's edge only
+
+
+def test_clip_and_keyframe_datasets_read_time_not_frame_counts(real_videos, tmp_path):
+    """One manifest of mixed files: every clip is 9 frames 1/8 s x stride apart in time, cached or seeked alike;
+    keyframes are 1 s apart whatever the file's rate, and a header that overstates the length costs nothing."""
+    names = ["mp4_30", "webm_25", "avi_24", "mkv_60", "mov_15", "gif", "mp4_8"]
+    manifest = str(tmp_path / "m.csv")
+    data.write_manifest(manifest, [{"path": real_videos[n], "caption": n} for n in names], ["path", "caption"])
+    cached = data.ClipDataset(manifest, 32, 8, 2, cache=True)
+    seeked = data.ClipDataset(manifest, 32, 8, 2)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a = [cached[i] for i in range(len(names))]
+        torch.manual_seed(seed)
+        b = [seeked[i] for i in range(len(names))]
+        for x, y in zip(a, b):
+            assert x["caption"] == y["caption"] and x["frame_stride"] == y["frame_stride"]
+            assert torch.equal(x["frames"], y["frames"]), x["caption"]
+    assert seeked.num_skipped == cached.num_skipped == 0
+    keyframes = data.KeyframeDataset(manifest, 32, 8, 3)
+    for i, name in enumerate(names):
+        ref, native = every_frame(real_videos[name])
+        got = keyframes[i]["frames"]
+        shown = [i for i in np.floor(np.array([0, 8, 16]) * native / 8 + 0.5).astype(int) if i < len(ref)]
+        want = data.to_tensor(data.read_frames(real_videos[name], 32)[shown], 32)  # native frames, then picked
+        assert got.shape[0] == (2 if name == "gif" else 3) and torch.equal(got, want), name
+
+
+def test_motion_score_counts_seconds_not_frames(real_videos):
+    """The same motion at 30 and at 8 fps scores the same: frames one second apart, whatever the rate."""
+    def score(path):
+        return data.motion_score(data.read_frames(path, fps=1), fps=1)
+    fast, slow = score(real_videos["mp4_30"]), score(real_videos["mp4_8"])
+    per_frame = data.motion_score(data.read_frames(real_videos["mp4_30"]), fps=8)  # 8 frames of 30 fps: 0.27 s
+    assert fast > 0.01 and abs(fast - slow) < 0.12 * slow, (fast, slow)  # 6% apart: the codec's own noise
+    assert abs(per_frame - slow) > 0.25 * slow, (per_frame, slow)  # 34% off: what counting frames got wrong
+
+
+def test_a_header_that_overstates_the_length_is_corrected_not_skipped(tmp_path, caplog):
+    """2 s of video under 4 s of audio: the header says 4 s; clips still come from the 2 s that exist."""
+    import subprocess
+    import imageio_ffmpeg
+    path = tmp_path / "long_audio.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=64x64:rate=30:duration=2", "-f", "lavfi", "-i", "sine=duration=4",
+                    "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(path)], check=True)
+    assert data.video_info(str(path))["num_frames"] == 120  # 4 s x 30 fps, from the header
+    truth = data.read_frames(str(path), 32, fps=8)
+    assert len(truth) == 16
+    manifest = str(tmp_path / "m.csv")
+    data.write_manifest(manifest, [{"path": path.name, "caption": "x"}], ["path", "caption"])
+    ds = data.ClipDataset(manifest, 32, 4, 3)
+    torch.manual_seed(0)
+    with caplog.at_level(logging.WARNING, logger="data"):
+        items = [ds[0] for _ in range(12)]
+    assert ds.num_skipped == 0 and "skipping" not in caplog.text and ds.num_frames(str(path)) == 16
+    whole = data.to_tensor(truth, 32)
+    for item in items:  # each clip is 5 frames of the 16, stride apart
+        s = item["frame_stride"]
+        assert any(torch.equal(whole[i:i + 4 * s + 1:s], item["frames"]) for i in range(16 - 4 * s))
