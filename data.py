@@ -316,8 +316,9 @@ def video_info(path):
 
 
 def frames_at(num_frames, fps, native_fps):
-    """How many frames a video of num_frames at native_fps has when read at `fps` (frame k: the one shown at k / fps)."""
-    return math.ceil((num_frames - 0.5) * fps / native_fps)
+    """How many frames a video of num_frames at native_fps has when read at `fps` (frame k: the one shown at k / fps;
+    None: as stored)."""
+    return num_frames if fps is None else math.ceil((num_frames - 0.5) * fps / native_fps)
 
 
 def read_frames(path, size=None, fps=None, indices=None, info=None):
@@ -372,6 +373,21 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
     return frames[wanted[wanted - first < len(frames)] - first]
 
 
+def decoded_mib(paths, size, fps=FPS, sample=16):
+    """Estimated RAM (MiB) of all `paths` decoded at size x size and `fps`, from the headers of up to `sample`
+    of them spread over the list (unreadable ones are left out of the estimate)."""
+    paths = sorted(set(paths))
+    picked = paths[::max(1, len(paths) // sample)][:sample]
+    frames = []
+    for path in picked:
+        try:
+            info = {"fps": fps or 1, "num_frames": 1} if path.lower().endswith(IMAGE_EXTENSIONS) else video_info(path)
+            frames.append(frames_at(info["num_frames"], fps, info["fps"]))
+        except Exception:
+            continue
+    return (np.mean(frames) if frames else 0.0) * len(paths) * size * size * 3 / 2 ** 20
+
+
 def to_tensor(frames, size):
     """uint8 (T, H, W, 3) -> float (T, 3, size, size) in [-1, 1]: resize the short side, center-crop."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (T, 3, H, W)
@@ -398,7 +414,7 @@ def in_split(path, split, val_fraction):
 class ManifestDataset(torch.utils.data.Dataset):
     """Base class: reads rows of a manifest, skips unreadable files with one warning each.
 
-    Videos are read at `fps` (time, not the file's frame count, sets what a frame index means)
+    Videos are read at `fps` (time, not the file's frame count, sets what a frame index means; None: as stored)
     and `size`, scaled inside ffmpeg. With `cache`, each video is decoded whole once and kept;
     without, each sample seeks and decodes only the stretch it needs. Subclasses implement
     `load(row)`, which raises on bad input (corrupt, too short, missing); `__getitem__` then

@@ -298,11 +298,11 @@ def reconstruct_clips(tokenizer, denoiser, clips, cfg, **decode_kw):
 
 @torch.no_grad()
 def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, shard_size=1024, batch_size=64,
-                    device="cpu"):
+                    device="cpu", fps=8):
     """Write `out/{name}_{shard:05d}.safetensors` (name = the manifest's file name without .csv).
 
-    Videos give one keyframe every `keyframe_interval` frames, at most `max_keyframes`;
-    images give one. Unreadable files are skipped with a warning. A shard that already
+    Videos, read at `fps` whatever their own rate, give one keyframe every `keyframe_interval` frames (8 at 8
+    fps: one a second), at most `max_keyframes`; images give one. Unreadable files are skipped with a warning. A shard that already
     exists is kept (re-running resumes), and each is written atomically.
     """
     from tqdm import tqdm
@@ -311,9 +311,9 @@ def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, 
     tokenizer, _, cfg = load_autoencoder(ckpt, device)
     size = cfg["image_size"]
     rows = data.read_manifest(manifest)
-    is_image = rows[0]["path"].lower().endswith((".png", ".jpg", ".jpeg", ".bmp", ".webp"))
+    is_image = rows[0]["path"].lower().endswith(data.IMAGE_EXTENSIONS)
     reader = (data.ImageTextDataset(manifest, size) if is_image else
-              data.KeyframeDataset(manifest, size, keyframe_interval, max_keyframes))
+              data.KeyframeDataset(manifest, size, keyframe_interval, max_keyframes, fps=fps))
     name = os.path.splitext(os.path.basename(manifest))[0]
     os.makedirs(out, exist_ok=True)
     num_shards = math.ceil(len(rows) / shard_size)
@@ -353,7 +353,8 @@ def main(argv=None):
     enc.add_argument("--ckpt", required=True, help="train_tokenizer.py checkpoint")
     enc.add_argument("--manifest", required=True, action="append", help="path,caption CSV (repeat for several)")
     enc.add_argument("--out", required=True, help="output directory of the token shards")
-    enc.add_argument("--keyframe_interval", type=int, default=8, help="frames between keyframes (8 = 1 per second at 8 fps)")
+    enc.add_argument("--keyframe_interval", type=int, default=8, help="frames at --fps between keyframes (8: one a second)")
+    enc.add_argument("--fps", type=float, default=8, help="videos are read at this rate, whatever their own")
     enc.add_argument("--max_keyframes", type=int, default=16)
     enc.add_argument("--shard_size", type=int, default=1024)
     enc.add_argument("--batch_size", type=int, default=64)
@@ -362,7 +363,7 @@ def main(argv=None):
     for manifest in args.manifest:
         try:
             skipped = encode_manifest(args.ckpt, manifest, args.out, args.keyframe_interval, args.max_keyframes,
-                                      args.shard_size, args.batch_size, args.device)
+                                      args.shard_size, args.batch_size, args.device, args.fps)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}")
         print(f"encoded {manifest} -> {args.out} ({skipped} files skipped)")

@@ -69,7 +69,8 @@ image_size = 32
 clip_frames = 8  # a clip is clip_frames + 1 frames: head, in-between, rear
 max_stride = 4  # frame stride drawn from [1, max_stride], given to the decoder
 val_fraction = 0.05
-cache_frames = True  # keep decoded videos in RAM (small data sets)
+cache_mib = 2048  # decoded videos (at image_size, data_fps) stay in RAM when all fit in this; else each clip seeks
+data_fps = 8  # videos are read at this rate, whatever their own: a frame stride is the same time in every file
 # diffusion
 prediction_type = "v"
 zero_terminal_snr = True
@@ -309,12 +310,15 @@ def main(config):
 
     # data: clips of the training videos; fixed held-out clips for the evaluations
     manifest = os.path.join(data_dir, "videos.csv")
-    frames_cache = {} if cache_frames else None  # one cache for the training, held-out and probe readers
+    need = data.decoded_mib([r["path"] for r in data.read_manifest(manifest)], image_size, data_fps)
+    frames_cache = {} if need <= cache_mib else None  # one cache for the training, held-out and probe readers
+    log(f"decoded videos ~{need:.0f} MiB (from 16 files' headers): " + (f"held in RAM (cache_mib {cache_mib})"
+        if frames_cache is not None else f"over cache_mib {cache_mib}, so each clip is decoded from its file"))
     train_set = data.ClipDataset(manifest, image_size, clip_frames, max_stride, split="train",
-                                 val_fraction=val_fraction, cache=frames_cache)
+                                 val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
     val_set = data.ClipDataset(manifest, image_size, clip_frames, eval_stride, split="val",
-                               val_fraction=val_fraction, cache=frames_cache)
-    if cache_frames:  # decode everything once, several files at a time, instead of one file per sample
+                               val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
+    if frames_cache is not None:  # decode everything once, several files at a time, instead of one file per sample
         t_load = time.time()
         n_files = train_set.preload() + val_set.preload()
         log(f"decoded {n_files} videos into RAM in {time.time() - t_load:.0f}s")
@@ -322,7 +326,7 @@ def main(config):
         torch.manual_seed(seed)
         val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
     probe_set = data.KeyframeDataset(manifest, image_size, clip_frames, probe_keyframes, split="train",
-                                     val_fraction=val_fraction, cache=frames_cache) if probe_videos else None
+                                     val_fraction=val_fraction, cache=frames_cache, fps=data_fps) if probe_videos else None
     torch.manual_seed(seed + rank)  # each rank its own batches, noise and drops
     if ckpt is not None:
         training.restore_rng(ckpt["rng"], rank, world, log)
