@@ -85,3 +85,14 @@ def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
     result = subprocess.run([sys.executable, "train_tokenizer.py", "--dtype=bf16"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and "dtype must be one of float32, bfloat16, got 'bf16'" in result.stderr
+
+
+def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, tmp_path):
+    """cache_mib=0: every clip seeks into its file instead of RAM; the same clips, so the same weights."""
+    cached = run(["--max_iters=2", "--eval_interval=2"], str(tmp_path / "cached"), shapes_dir)
+    seeked = run(["--max_iters=2", "--eval_interval=2", "--cache_mib=0"], str(tmp_path / "seeked"), shapes_dir)
+    assert "held in RAM (cache_mib 2048)" in cached and "over cache_mib 0, so each clip is decoded from its file" in seeked
+    a, b = load(str(tmp_path / "cached")), load(str(tmp_path / "seeked"))
+    for part in ("tokenizer", "denoiser"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
