@@ -204,14 +204,14 @@ class ARModel(nn.Module):
         return ids, mask
 
     # ---------------------------------------------------------------- visual inputs and head
-    def set_token_stats(self, tokens):
-        """token_norm: mean and std per (token, channel) of training deep tokens (M, N_q, C), kept in the
+    def set_token_stats(self, mean, std):
+        """token_norm: mean and std (N_q, C) per (token, channel) of the training deep tokens, kept in the
         state dict. Deep tokens mix channels that barely vary across videos (std ~0.08) with others ~10x
         wider; standardised, every channel counts in the L2 loss and the input projection alike."""
         if not self.cfg.token_norm:
             raise ValueError("set_token_stats needs ARConfig(token_norm=True)")
-        self.token_mean.copy_(tokens.mean(0))
-        self.token_std.copy_(tokens.std(0).clamp(min=1e-6))
+        self.token_mean.copy_(mean)
+        self.token_std.copy_(std.clamp(min=1e-6))
 
     def _visual_inputs(self, tokens):
         """(B, T, N_q, C) deep tokens of frames 0.. -> (B, T, 1 + N_q, W): [BOV, q_0 .. q_Nq-1]."""

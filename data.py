@@ -571,12 +571,63 @@ def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None):
     os.replace(tmp, path)
 
 
-def load_token_shard(path):
-    """(deep_tokens (N, K, N_q, C), num_keyframes (N,), captions [N], motion (N,)) of one shard."""
+def load_token_shard(path, with_tokens=True):
+    """(deep_tokens (N, K, N_q, C) float32, num_keyframes (N,), captions [N], motion (N,)) of one shard
+    (deep_tokens None without with_tokens: `map_token_shard` leaves them on disk)."""
     from safetensors import safe_open
     with safe_open(path, framework="pt") as f:
         captions = json.loads(f.metadata()["captions"])
-        return f.get_tensor("deep_tokens"), f.get_tensor("num_keyframes"), captions, f.get_tensor("motion")
+        tokens = f.get_tensor("deep_tokens").float() if with_tokens else None
+        return tokens, f.get_tensor("num_keyframes"), captions, f.get_tensor("motion")
+
+
+def map_token_shard(path):
+    """A shard's deep tokens (N, K, N_q, C) as a read-only np.memmap of the file: rows are read from disk when
+    indexed, so memory does not grow with the data (nanoGPT reads train.bin this way)."""
+    with open(path, "rb") as f:
+        header_len = int.from_bytes(f.read(8), "little")  # safetensors: u64 header size, JSON header, then the data
+        entry = json.loads(f.read(header_len))["deep_tokens"]
+    dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
+    if dtype is None:
+        raise ValueError(f"{path}: deep_tokens stored as {entry['dtype']}, expected F32 or F16")
+    begin = entry["data_offsets"][0]
+    return np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + begin, shape=tuple(entry["shape"]))
+
+
+class TokenRows:
+    """Rows of deep-token shards, left on disk: rows[index] -> (n, T, N_q, C) float32, zero-padded to T keyframes.
+
+    rows: (path, row numbers in that shard) per shard. At most `max_open` shards stay mapped at once (each
+    map holds a file descriptor); the rest are mapped again when a batch needs them.
+    """
+
+    def __init__(self, rows, num_keyframes, max_open=64):
+        self.paths = [path for path, _ in rows]
+        self.shard = torch.cat([torch.full((len(r),), i, dtype=torch.int32) for i, (_, r) in enumerate(rows)])
+        self.row = torch.cat([torch.as_tensor(r, dtype=torch.int64) for _, r in rows])  # (M,) each
+        self.maps, self.max_open = {}, max_open
+        first = self.map(0) if rows else np.zeros((0, 0, 0, 0))
+        self.shape = (len(self.row), int(num_keyframes.max()) if len(num_keyframes) else 0, *first.shape[2:])
+
+    def map(self, shard):
+        if shard not in self.maps:
+            if len(self.maps) >= self.max_open:
+                self.maps.pop(next(iter(self.maps)))  # the oldest
+            self.maps[shard] = map_token_shard(self.paths[shard])
+        return self.maps[shard]
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        shard, row = self.shard[index].reshape(-1), self.row[index].reshape(-1)
+        out = torch.zeros(len(row), *self.shape[1:])
+        for s in shard.unique().tolist():
+            picked = (shard == s).nonzero().flatten()
+            tokens = torch.from_numpy(np.asarray(self.map(s)[row[picked].numpy()], dtype=np.float32))  # a copy
+            T = min(self.shape[1], tokens.shape[1])
+            out[picked, :T] = tokens[:, :T]
+        return out
 
 
 # -----------------------------------------------------------------------------

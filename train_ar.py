@@ -6,7 +6,8 @@ $ python train_ar.py config/ar_shapes_stage1.py --max_iters=100 --batch_size=8
 $ torchrun --standalone --nproc_per_node=4 train_ar.py config/ar_paper_llama1b.py   # 4 GPUs, DDP
 
 Data: `data_dir` holds the shards `tokenizer.py encode` writes (data.save_token_shard):
-images_*.safetensors (one keyframe per row) and videos_*.safetensors. They are held in RAM.
+images_*.safetensors (one keyframe per row) and videos_*.safetensors. Their tokens stay on disk, memory-mapped
+(data.TokenRows): a batch reads its rows, so memory does not grow with the data.
 The paper trains in stages (supp. Sec. 6): images with L2, images with GMM, image:video 1:1,
 then motion-filtered videos; config/ar_shapes_stage{1,2,3,4}.py do the same, each starting
 from the previous stage's checkpoint (init_from=<path>).
@@ -28,6 +29,7 @@ import time
 import zlib
 from dataclasses import asdict
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -36,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import training
 from ar_model import ARConfig, ARModel
 from configurator import check_resume, configure
-from data import load_token_shard
+from data import TokenRows, load_token_shard, map_token_shard
 
 # -----------------------------------------------------------------------------
 # default config: stage 1 of the tiny CPU configuration the demo trains (config/ar_shapes_stage1.py says why)
@@ -96,17 +98,19 @@ PEAK_FLOPS = {"A100": 312e12, "H100": 989e12}  # dense bf16 tensor-core peaks
 def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, max_motion=None):
     """All `{kind}_*.safetensors` shards -> {"train": set, "val": set}, or None if there are none.
 
-    A set is {"tokens": (N, T, N_q, C), "num_keyframes": (N,), "captions": [N]}, T <= max_keyframes.
-    Videos outside [min_motion, max_motion] are dropped (a NaN score fails any bound), and rows whose tokens
-    are not all finite, with a warning. A row is held out when crc32("shard:row") / 2^32 < val_fraction,
-    whatever the other rows and filters."""
+    A set is {"tokens": TokenRows (N, T, N_q, C), left on disk, "num_keyframes": (N,), "captions": [N]},
+    T <= max_keyframes. Videos outside [min_motion, max_motion] are dropped (a NaN score fails any bound), and
+    rows whose tokens are not all finite, with a warning. A row is held out when crc32("shard:row") / 2^32 <
+    val_fraction, whatever the other rows and filters."""
     paths = sorted(glob.glob(os.path.join(data_dir, f"{kind}_*.safetensors")))
     if not paths:
         return None
     parts = {"train": [], "val": []}
     for path in paths:
-        tokens, nk, captions, motion = load_token_shard(path)  # (N, K, N_q, C), (N,), [N], (N,)
-        finite = torch.isfinite(tokens).flatten(1).all(1)
+        _, nk, captions, motion = load_token_shard(path, with_tokens=False)  # (N,), [N], (N,)
+        tokens = map_token_shard(path)  # (N, K, N_q, C) on disk, checked 256 rows at a time
+        finite = torch.cat([torch.from_numpy(np.isfinite(tokens[i:i + 256]).reshape(len(tokens[i:i + 256]), -1).all(1))
+                            for i in range(0, len(tokens), 256)])
         if not finite.all():
             print(f"warning: {path}: {int((~finite).sum())} of {len(nk)} rows hold NaN/inf tokens; skipped")
         keep = (nk > 0) & finite
@@ -117,34 +121,42 @@ def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, ma
         name = os.path.basename(path)
         held = torch.tensor([zlib.crc32(f"{name}:{i}".encode()) < val_fraction * 2 ** 32 for i in range(len(nk))])
         for split, rows in (("train", keep & ~held), ("val", keep & held)):
-            idx = rows.nonzero().flatten().tolist()
-            parts[split].append((tokens[idx, :max_keyframes], nk[idx].clamp(max=max_keyframes), [captions[i] for i in idx]))
+            idx = rows.nonzero().flatten()
+            parts[split].append((path, idx, nk[idx].clamp(max=max_keyframes), [captions[i] for i in idx]))
     out = {}
     for split, chunks in parts.items():
-        T = max(c[0].shape[1] for c in chunks)
-        out[split] = {"tokens": torch.cat([F.pad(c[0], (0, 0, 0, 0, 0, T - c[0].shape[1])) for c in chunks]),
-                      "num_keyframes": torch.cat([c[1] for c in chunks]), "captions": sum((c[2] for c in chunks), [])}
+        nk = torch.cat([c[2] for c in chunks])
+        out[split] = {"tokens": TokenRows([(c[0], c[1]) for c in chunks], nk), "num_keyframes": nk,
+                      "captions": sum((c[3] for c in chunks), [])}
     return out
 
 
-def real_keyframes(*sets):
-    """Every real (not padding) training keyframe of the token sets: (M, N_q, C)."""
-    rows = []
+def token_stats(*sets, chunk=256):
+    """Mean and std (unbiased) per (token, channel) over every real (not padding) training keyframe of the
+    token sets, read `chunk` rows at a time: (N_q, C) each."""
+    total = total_sq = count = 0
     for d in sets:
-        if d is not None:
-            s = d["train"]
-            rows.append(s["tokens"][torch.arange(s["tokens"].shape[1]) < s["num_keyframes"][:, None]])
-    return torch.cat(rows)
+        if d is None:
+            continue
+        s = d["train"]
+        for start in range(0, len(s["tokens"]), chunk):
+            rows = torch.arange(start, min(start + chunk, len(s["tokens"])))
+            tokens = s["tokens"][rows].double()  # (n, T, N_q, C)
+            real = tokens[torch.arange(tokens.shape[1]) < s["num_keyframes"][rows, None]]  # (m, N_q, C)
+            total, total_sq, count = total + real.sum(0), total_sq + real.square().sum(0), count + len(real)
+    mean = total / count
+    return mean.float(), ((total_sq - count * mean ** 2) / (count - 1)).clamp(min=0).sqrt().float()
 
 
 class Batches:
-    """Random batches drawn from in-RAM token sets with a generator seeded per rank.
+    """Random batches drawn from token sets with a generator seeded per rank.
 
     Each batch holds round(batch_size * image_ratio) image rows then video rows, uniformly with
-    replacement; keyframes are zero-padded to the longest row (or to pad_to). Returns
-    text_ids, text_mask (B, L), tokens (B, T, N_q, C), num_keyframes (B,) on `device`."""
+    replacement; keyframes are zero-padded to the longest row (or to pad_to); captions are tokenized by
+    `tokenize` (ARModel.tokenize_text). Returns text_ids, text_mask (B, L), tokens (B, T, N_q, C),
+    num_keyframes (B,) on `device`."""
 
-    def __init__(self, images, videos, batch_size, image_ratio, seed, device, pad_to=None):
+    def __init__(self, images, videos, batch_size, image_ratio, seed, device, tokenize, pad_to=None):
         n_img = round(batch_size * image_ratio)
         self.sets = []
         for name, s, n in (("image", images, n_img), ("video", videos, batch_size - n_img)):
@@ -154,15 +166,15 @@ class Batches:
             if n > 0:
                 self.sets.append((s, n))
         self.gen = torch.Generator().manual_seed(seed)
-        self.device, self.pad_to = device, pad_to
+        self.device, self.tokenize, self.pad_to = device, tokenize, pad_to
 
     def next(self):
         picks = [(s, torch.randint(len(s["tokens"]), (n,), generator=self.gen)) for s, n in self.sets]
         nk = torch.cat([s["num_keyframes"][i] for s, i in picks])  # (B,)
         T = self.pad_to or int(nk.max())
-        tokens = torch.cat([F.pad(s["tokens"][i, :T], (0, 0, 0, 0, 0, T - min(T, s["tokens"].shape[1])))
+        tokens = torch.cat([F.pad(s["tokens"][i][:, :T], (0, 0, 0, 0, 0, T - min(T, s["tokens"].shape[1])))
                             for s, i in picks])  # (B, T, N_q, C)
-        text_ids, text_mask = (torch.cat([s[key][i] for s, i in picks]) for key in ("text_ids", "text_mask"))
+        text_ids, text_mask = self.tokenize([s["captions"][j] for s, i in picks for j in i.tolist()])
         batch = (text_ids, text_mask, tokens, nk)
         if self.device.startswith("cuda"):
             return tuple(x.pin_memory().to(self.device, non_blocking=True) for x in batch)
@@ -204,7 +216,7 @@ def main(config):
     torch.manual_seed(seed + rank)
     ctx = training.autocast(dtype, device_type, "train_ar.py")
 
-    # data (held in RAM)
+    # data (tokens memory-mapped from the shards)
     images = load_tokens(data_dir, "images", 1, val_fraction)
     videos = load_tokens(data_dir, "videos", max_keyframes, val_fraction, min_motion, max_motion)
     if images is None and videos is None:
@@ -242,22 +254,19 @@ def main(config):
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "
             f"{source_cfg.loss} k={source_cfg.gmm_k} -> {cfg.loss} k={cfg.gmm_k}), {head_init}" if skipped else ""))
     if init_from == "scratch" and token_norm:
-        raw_model.set_token_stats(real_keyframes(images, videos))
+        raw_model.set_token_stats(*token_stats(images, videos))
         log(f"token_norm: deep-token std per (token, channel) from {raw_model.token_std.min():.3g} to "
             f"{raw_model.token_std.max():.3g} over the training keyframes")
     raw_model.to(dev)
     n_params, n_flop_params = sum(p.numel() for p in raw_model.parameters()), raw_model.flop_params()
     log(f"AR model: {n_params / 1e6:.2f}M parameters ({n_flop_params / 1e6:.2f}M outside lookup tables), "
         f"backbone {cfg.backbone}, loss {cfg.loss}, N_q={n_queries}, C={token_dim}")
-    for d in (images, videos):  # tokenise every caption once
-        for s in (d or {}).values():
-            s["text_ids"], s["text_mask"] = raw_model.tokenize_text(s["captions"])
     pad_to = (1 if image_video_ratio == 1.0 else max_keyframes) if compile else None  # static shapes for compile
     train_batches = Batches(images and images["train"], videos and videos["train"], batch_size, image_video_ratio,
-                            seed + rank, dev, pad_to)
+                            seed + rank, dev, raw_model.tokenize_text, pad_to)
     try:
         val_batches = Batches(images and images["val"], videos and videos["val"], batch_size, image_video_ratio,
-                              seed + 10_000 + rank, dev, pad_to)
+                              seed + 10_000 + rank, dev, raw_model.tokenize_text, pad_to)
     except ValueError:
         val_batches = None
         log("no held-out rows for this image_video_ratio: no val loss (raise val_fraction)")

@@ -144,7 +144,7 @@ def test_token_norm_standardises_what_the_model_reads_and_returns():
     g = torch.Generator().manual_seed(3)
     tokens = 5.0 + torch.randn(2, 3, 4, 8, generator=g) * torch.linspace(0.1, 3.0, 8)  # wide and narrow channels
     normed, plain = tiny(loss="l2", token_norm=True), tiny(loss="l2")
-    normed.set_token_stats(tokens.flatten(0, 1))
+    normed.set_token_stats(tokens.flatten(0, 1).mean(0), tokens.flatten(0, 1).std(0))
     torch.testing.assert_close(normed.token_std, tokens.flatten(0, 1).std(0))
     plain.load_state_dict(normed.state_dict() | {"token_mean": plain.token_mean, "token_std": plain.token_std})
     standard = (tokens - tokens.flatten(0, 1).mean(0)) / tokens.flatten(0, 1).std(0)
@@ -154,7 +154,7 @@ def test_token_norm_standardises_what_the_model_reads_and_returns():
     again = ARModel.from_checkpoint({"model": normed.state_dict(), "model_config": vars(normed.cfg)})
     torch.testing.assert_close(again.generate(PROMPTS, 2), out)  # the statistics travel with the weights
     with pytest.raises(ValueError, match="token_norm=True"):
-        plain.set_token_stats(tokens.flatten(0, 1))
+        plain.set_token_stats(tokens.flatten(0, 1).mean(0), tokens.flatten(0, 1).std(0))
 
 
 def test_a_prompt_longer_than_text_len_is_cut_with_a_warning():

@@ -399,3 +399,41 @@ def test_a_header_that_overstates_the_length_is_corrected_not_skipped(tmp_path, 
     for item in items:  # each clip is 5 frames of the 16, stride apart
         s = item["frame_stride"]
         assert any(torch.equal(whole[i:i + 4 * s + 1:s], item["frames"]) for i in range(16 - 4 * s))
+
+
+def rss_anon_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+
+
+def test_token_rows_read_the_shards_rows_and_stay_on_disk(tmp_path):
+    """TokenRows gives back exactly the rows load_token_shard reads (any order, repeats, shards of other lengths,
+    zero padding past a shard's keyframes), with 2 of 5 shards mapped at a time; 80 MiB of shards read in
+    batches add ~nothing to this process's anonymous memory (the rows are file pages, not copies)."""
+    rng = torch.Generator().manual_seed(0)
+    rows, loaded = [], []
+    for s in range(5):
+        k = 3 + s % 2  # shards padded to 3 or 4 keyframes
+        tokens = torch.randn(64, k, 16, 256, generator=rng)  # 3 or 4 MiB
+        path = str(tmp_path / f"videos_{s:03d}.safetensors")
+        data.save_token_shard(path, tokens, torch.full((64,), k), [f"c{s}-{i}" for i in range(64)])
+        keep = torch.arange(64)[torch.arange(64) % (s + 2) != 0]  # a filter, as load_tokens applies
+        rows.append((path, keep))
+        loaded.append(data.load_token_shard(path)[0][keep])
+    table = data.TokenRows(rows, torch.full((sum(len(k) for _, k in rows),), 4), max_open=2)
+    want = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 4 - t.shape[1])) for t in loaded])  # (M, 4, 16, 256)
+    assert table.shape == want.shape and len(table) == len(want)
+    pick = torch.randint(len(want), (200,), generator=rng)
+    assert torch.equal(table[pick], want[pick]) and torch.equal(table[7][0], want[7])
+    assert len(table.maps) <= 2
+    big = []  # 20 shards of 4 MiB: 80 MiB on disk
+    for s in range(20):
+        path = str(tmp_path / f"big_{s:03d}.safetensors")
+        data.save_token_shard(path, torch.randn(64, 4, 16, 256, generator=rng), torch.full((64,), 4), ["x"] * 64)
+        big.append((path, torch.arange(64)))
+    before = rss_anon_kib()
+    table = data.TokenRows(big, torch.full((20 * 64,), 4))
+    for _ in range(100):
+        batch = table[torch.randint(len(table), (16,), generator=rng)]  # 4 MiB per batch, freed after
+    del batch
+    assert rss_anon_kib() - before < 16 * 1024  # KiB: 16 MiB at most, against 80 MiB of tokens read

@@ -162,7 +162,7 @@ def test_token_norm_statistics_from_the_training_keyframes(token_dir, tmp_path, 
     assert "token_norm: deep-token std per (token, channel)" in log
     state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
     sets = [train_ar.load_tokens(token_dir, kind, k, 0.25) for kind, k in (("images", 1), ("videos", 3))]
-    real = torch.cat([s["train"]["tokens"][i, :n] for s in sets
+    real = torch.cat([s["train"]["tokens"][i][0, :n] for s in sets
                       for i, n in enumerate(s["train"]["num_keyframes"].tolist())])  # (M, N_q, C): no padding
     assert len(real) < sum(s["train"]["tokens"].shape[0] * s["train"]["tokens"].shape[1] for s in sets)
     torch.testing.assert_close(state["token_mean"], real.mean(0))
@@ -178,7 +178,7 @@ def test_data_split_and_motion_filter(token_dir):
     moving = train_ar.load_tokens(token_dir, "videos", 2, 0.25, min_motion=0.5)  # motion is linspace(0, 1, 24)
     assert len(moving["train"]["captions"]) + len(moving["val"]["captions"]) == 12
     assert moving["train"]["tokens"].shape[1:] == (2, 4, 8) and moving["train"]["num_keyframes"].max() == 2
-    rows = lambda s: {tuple(r) for r in s["tokens"][:, :2].flatten(1).tolist()}  # noqa: E731
+    rows = lambda s: {tuple(r) for r in s["tokens"][:][:, :2].flatten(1).tolist()}  # noqa: E731
     assert rows(moving["val"]) <= rows(full["val"])  # filtering keeps the held-out rows held out
 
 
@@ -193,7 +193,7 @@ def test_rows_with_non_finite_tokens_are_skipped_with_a_warning(tmp_path, capsys
     assert "videos_000.safetensors: 2 of 24 rows hold NaN/inf tokens; skipped" in capsys.readouterr().out
     kept = sets["train"]["captions"] + sets["val"]["captions"]
     assert collections.Counter(caps) - collections.Counter(kept) == collections.Counter([caps[3], caps[10]])
-    assert all(torch.isfinite(s["tokens"]).all() for s in sets.values())
+    assert all(torch.isfinite(s["tokens"][:]).all() for s in sets.values())
 
 
 def nan_from_step(first_bad, monkeypatch):
