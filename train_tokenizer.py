@@ -327,6 +327,9 @@ def main(config):
         val_clips = torch.stack([val_set[i % len(val_set)]["frames"] for i in range(eval_clips)])
     probe_set = data.KeyframeDataset(manifest, image_size, clip_frames, probe_keyframes, split="train",
                                      val_fraction=val_fraction, cache=frames_cache, fps=data_fps) if probe_videos else None
+    if probe_set is not None and not any(parse_prompt(r["caption"]) for r in probe_set.rows[:probe_videos]):
+        probe_set = None  # the probes read color, shape and motion from shapes captions
+        log("linear probes of the deep tokens off: the captions are not the shapes set's")
     torch.manual_seed(seed + rank)  # each rank its own batches, noise and drops
     if ckpt is not None:
         training.restore_rng(ckpt["rng"], rank, world, log)

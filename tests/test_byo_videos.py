@@ -44,11 +44,11 @@ def test_a_folder_of_videos_trains_encodes_and_samples(tmp_path):
     log = command("train_tokenizer.py", f"--data_dir={folder}", f"--out_dir={out}/tokenizer", "--clip_pretrain_iters=0",
                   "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2", "--unet_channels=(16, 32)",
                   "--map_channels=4", "--clip_frames=4", "--max_stride=3", "--batch_size=4", "--eval_clips=2",
-                  "--ddim_steps=2", "--probe_videos=0", "--val_fraction=0.25", "--max_iters=3", "--eval_interval=3",
+                  "--ddim_steps=2", "--val_fraction=0.25", "--max_iters=3", "--eval_interval=3",
                   "--lr_decay_iters=3", "--order_clips=0")
     skipped = re.findall(r"skipping (\S+):", log)
     assert len(skipped) == len(set(skipped)) and {os.path.basename(p) for p in skipped} <= set(broken)
-    assert os.path.isfile(out / "tokenizer" / "ckpt.pt")
+    assert os.path.isfile(out / "tokenizer" / "ckpt.pt") and "linear probes of the deep tokens off" in log
 
     log = command("tokenizer.py", "encode", "--ckpt", f"{out}/tokenizer/ckpt.pt", "--manifest", f"{folder}/videos.csv",
                   "--out", f"{out}/tokens", "--max_keyframes", "3")
