@@ -5,6 +5,7 @@ continuous deep tokens. The decoder side is the video diffusion model of diffusi
 `decode_clips` samples it: deep tokens of keyframes -> the clips between them.
 
     python tokenizer.py encode --ckpt out/shapes/tokenizer/ckpt.pt --manifest data/shapes/videos.csv --out data/shapes_tokens
+    torchrun --standalone --nproc_per_node=4 tokenizer.py encode ...   # shards split over 4 processes / GPUs
 
 writes the deep tokens of a whole manifest once, for the AR stage.
 """
@@ -298,12 +299,13 @@ def reconstruct_clips(tokenizer, denoiser, clips, cfg, **decode_kw):
 
 @torch.no_grad()
 def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, shard_size=1024, batch_size=64,
-                    device="cpu", fps=8):
+                    device="cpu", fps=8, rank=0, world=1):
     """Write `out/{name}_{shard:05d}.safetensors` (name = the manifest's file name without .csv).
 
-    Videos, read at `fps` whatever their own rate, give one keyframe every `keyframe_interval` frames (8 at 8
-    fps: one a second), at most `max_keyframes`; images give one. Unreadable files are skipped with a warning. A shard that already
-    exists is kept (re-running resumes), and each is written atomically.
+    Videos, read at `fps` whatever their own rate, give one keyframe every `keyframe_interval` frames (8 at
+    8 fps: one a second), at most `max_keyframes`; images give one. Unreadable files are skipped with a
+    warning. A shard that already exists is kept (re-running resumes), and each is written atomically.
+    Process `rank` of `world` writes shards rank, rank + world, ... (torchrun: one process per GPU, no messages).
     """
     from tqdm import tqdm
     import data
@@ -318,7 +320,7 @@ def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, 
     os.makedirs(out, exist_ok=True)
     num_shards = math.ceil(len(rows) / shard_size)
     skipped = 0
-    for shard in tqdm(range(num_shards), desc=f"encoding {name}"):
+    for shard in tqdm(range(rank, num_shards, world), desc=f"encoding {name}", disable=rank > 0):
         path = os.path.join(out, f"{name}_{shard:05d}.safetensors")
         if os.path.exists(path):
             continue
@@ -360,13 +362,17 @@ def main(argv=None):
     enc.add_argument("--batch_size", type=int, default=64)
     enc.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
+    if args.device == "cuda" and world > 1:
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"
     for manifest in args.manifest:
         try:
             skipped = encode_manifest(args.ckpt, manifest, args.out, args.keyframe_interval, args.max_keyframes,
-                                      args.shard_size, args.batch_size, args.device, args.fps)
+                                      args.shard_size, args.batch_size, args.device, args.fps, rank, world)
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}")
-        print(f"encoded {manifest} -> {args.out} ({skipped} files skipped)")
+        by = f" by process {rank} of {world}" if world > 1 else ""
+        print(f"encoded {manifest} -> {args.out} ({skipped} files skipped{by})")
 
 
 if __name__ == "__main__":

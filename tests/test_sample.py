@@ -244,3 +244,28 @@ def test_empty_or_truncated_checkpoints_are_one_line_errors(content, ckpts, tmp_
         with pytest.raises(SystemExit, match=f"error: cannot (read|load) .* checkpoint {re.escape(str(bad))}: "):
             sample.main(["--prompt", "x", "--ddim_steps", "1", "--out", str(tmp_path / "o")]
                         + [x for kv in paths.items() for x in kv])
+
+
+def test_encode_splits_shards_over_torchrun_processes_and_resumes(ckpts, shapes_dir, tmp_path):
+    """2 processes write the same shards one process writes; a re-run keeps the shards that exist."""
+    args = ["encode", "--ckpt", ckpts["tok"], "--manifest", f"{shapes_dir}/videos.csv", "--shard_size", "5",
+            "--max_keyframes", "3"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    one = subprocess.run([sys.executable, "tokenizer.py", *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "tokenizer.py", *args, "--out", str(tmp_path / "two")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    assert "by process 0 of 2" in two.stdout and "by process 1 of 2" in two.stdout
+    names = sorted(os.listdir(tmp_path / "one"))
+    assert len(names) == 5 and sorted(os.listdir(tmp_path / "two")) == names  # 24 videos, 5 per shard
+    for name in names:
+        a, b = data.load_token_shard(str(tmp_path / "one" / name)), data.load_token_shard(str(tmp_path / "two" / name))
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    stamp = os.path.getmtime(tmp_path / "one" / names[0])
+    os.remove(tmp_path / "one" / names[-1])
+    again = subprocess.run([sys.executable, "tokenizer.py", *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and sorted(os.listdir(tmp_path / "one")) == names
+    assert os.path.getmtime(tmp_path / "one" / names[0]) == stamp  # kept, not rewritten
