@@ -552,8 +552,8 @@ class ImageTextDataset(ManifestDataset):
 # -----------------------------------------------------------------------------
 # Deep-token files: what `tokenizer.py encode` writes and the AR model reads
 
-def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None):
-    """Write one shard atomically as safetensors.
+def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None, dtype=torch.float32):
+    """Write one shard atomically as safetensors, the tokens as `dtype` (float32 or float16).
 
     deep_tokens: (N, K, N_q, C) float, keyframes past num_keyframes[i] are zero padding;
     num_keyframes: (N,) int; captions: N strings (kept in the file's metadata);
@@ -564,7 +564,10 @@ def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None):
     if not (len(num_keyframes) == len(captions) == n):
         raise ValueError(f"{path}: {n} token rows, {len(num_keyframes)} lengths, {len(captions)} captions")
     motion = torch.full((n,), float("nan")) if motion is None else torch.as_tensor(motion, dtype=torch.float32)
-    tensors = {"deep_tokens": deep_tokens.contiguous(), "num_keyframes": torch.as_tensor(num_keyframes, dtype=torch.int64),
+    if dtype not in (torch.float32, torch.float16):
+        raise ValueError(f"{path}: deep tokens are stored as float32 or float16, not {dtype}")
+    tensors = {"deep_tokens": deep_tokens.to(dtype).contiguous(),
+               "num_keyframes": torch.as_tensor(num_keyframes, dtype=torch.int64),
                "motion": motion.contiguous()}
     tmp = path + ".tmp"
     save_file(tensors, tmp, metadata={"captions": json.dumps(list(captions))})

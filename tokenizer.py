@@ -299,13 +299,14 @@ def reconstruct_clips(tokenizer, denoiser, clips, cfg, **decode_kw):
 
 @torch.no_grad()
 def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, shard_size=1024, batch_size=64,
-                    device="cpu", fps=8, rank=0, world=1):
+                    device="cpu", fps=8, rank=0, world=1, dtype=torch.float32):
     """Write `out/{name}_{shard:05d}.safetensors` (name = the manifest's file name without .csv).
 
     Videos, read at `fps` whatever their own rate, give one keyframe every `keyframe_interval` frames (8 at
     8 fps: one a second), at most `max_keyframes`; images give one. Unreadable files are skipped with a
     warning. A shard that already exists is kept (re-running resumes), and each is written atomically.
     Process `rank` of `world` writes shards rank, rank + world, ... (torchrun: one process per GPU, no messages).
+    dtype: the stored tokens' (float16 halves the files; rounding moved decoded pixels by at most 1 level, NOTES.md).
     """
     from tqdm import tqdm
     import data
@@ -343,7 +344,7 @@ def encode_manifest(ckpt, manifest, out, keyframe_interval=8, max_keyframes=16, 
         padded = torch.zeros(len(sequences), max(lengths), tokenizer.n_queries, tokenizer.dim)
         for i, seq in enumerate(tokens.split(lengths)):
             padded[i, :len(seq)] = seq
-        data.save_token_shard(path, padded, lengths, captions, motion)
+        data.save_token_shard(path, padded, lengths, captions, motion, dtype)
     return skipped
 
 
@@ -360,6 +361,7 @@ def main(argv=None):
     enc.add_argument("--max_keyframes", type=int, default=16)
     enc.add_argument("--shard_size", type=int, default=1024)
     enc.add_argument("--batch_size", type=int, default=64)
+    enc.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="stored tokens' type")
     enc.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))  # set by torchrun
@@ -368,7 +370,8 @@ def main(argv=None):
     for manifest in args.manifest:
         try:
             skipped = encode_manifest(args.ckpt, manifest, args.out, args.keyframe_interval, args.max_keyframes,
-                                      args.shard_size, args.batch_size, args.device, args.fps, rank, world)
+                                      args.shard_size, args.batch_size, args.device, args.fps, rank, world,
+                                      getattr(torch, args.dtype))
         except (FileNotFoundError, ValueError) as e:
             raise SystemExit(f"error: {e}")
         by = f" by process {rank} of {world}" if world > 1 else ""

@@ -51,11 +51,12 @@ def test_a_folder_of_videos_trains_encodes_and_samples(tmp_path):
     assert os.path.isfile(out / "tokenizer" / "ckpt.pt") and "linear probes of the deep tokens off" in log
 
     log = command("tokenizer.py", "encode", "--ckpt", f"{out}/tokenizer/ckpt.pt", "--manifest", f"{folder}/videos.csv",
-                  "--out", f"{out}/tokens", "--max_keyframes", "3")
+                  "--out", f"{out}/tokens", "--max_keyframes", "3", "--dtype", "float16")
     assert sorted(os.path.basename(p) for p in re.findall(r"skipping (\S+):", log)) == sorted(broken)  # one line each
     assert "(3 files skipped)" in log
     tokens, num_keyframes, captions, _ = data.load_token_shard(f"{out}/tokens/videos_00000.safetensors")
     assert tokens.shape == (8, 3, 4, 32) and captions == [r["caption"] for r in rows[:8]]
+    assert data.map_token_shard(f"{out}/tokens/videos_00000.safetensors").dtype == np.float16  # half the bytes
     assert num_keyframes.tolist() == [3] * 8  # 3 s at one keyframe a second (0, 1, 2 s), whatever the frame rate
 
     command("train_ar.py", f"--data_dir={out}/tokens", f"--out_dir={out}/ar", "--backbone=tiny-gpt2", "--loss=gmm",

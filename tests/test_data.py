@@ -420,6 +420,12 @@ def test_token_rows_read_the_shards_rows_and_stay_on_disk(tmp_path):
         keep = torch.arange(64)[torch.arange(64) % (s + 2) != 0]  # a filter, as load_tokens applies
         rows.append((path, keep))
         loaded.append(data.load_token_shard(path)[0][keep])
+    half = str(tmp_path / "videos_005.safetensors")  # float16 on disk, float32 back, rounded once
+    data.save_token_shard(half, torch.randn(64, 4, 16, 256, generator=rng), torch.full((64,), 4), ["h"] * 64,
+                          dtype=torch.float16)
+    rows.append((half, torch.arange(64)))
+    loaded.append(data.load_token_shard(half)[0])
+    assert loaded[-1].dtype == torch.float32 and torch.equal(loaded[-1], loaded[-1].half().float())
     table = data.TokenRows(rows, torch.full((sum(len(k) for _, k in rows),), 4), max_open=2)
     want = torch.cat([torch.nn.functional.pad(t, (0, 0, 0, 0, 0, 4 - t.shape[1])) for t in loaded])  # (M, 4, 16, 256)
     assert table.shape == want.shape and len(table) == len(want)
