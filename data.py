@@ -417,7 +417,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     Videos are read at `fps` (time, not the file's frame count, sets what a frame index means; None: as stored)
     and `size`, scaled inside ffmpeg. With `cache`, each video is decoded whole once and kept;
     without, each sample seeks and decodes only the stretch it needs. Subclasses implement
-    `load(row)`, which raises on bad input (corrupt, too short, missing); `__getitem__` then
+    `load(row, generator)`, which raises on bad input (corrupt, too short, missing); `get` then
     logs the file once, counts it in `num_skipped` and returns the next readable sample instead.
     """
 
@@ -479,12 +479,18 @@ class ManifestDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, index):
+        return self.get(index)
+
+    def get(self, index, seed=None):
+        """self[index], its random draws from a generator seeded with `seed` (None: torch's global RNG): items
+        read in parallel threads, each with a seed drawn up front, do not depend on the threads' timing."""
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         for attempt in range(len(self.rows)):
             row = self.rows[(index + attempt) % len(self.rows)]
             if row["path"] in self.bad_paths:
                 continue
             try:
-                return self.load(row)
+                return self.load(row, generator)
             except Exception as e:  # bad input never kills a run
                 self.bad_paths.add(row["path"])
                 reason = (str(e).strip().splitlines() or [type(e).__name__])[0]  # ffmpeg errors run over many lines
@@ -499,22 +505,22 @@ class ClipDataset(ManifestDataset):
     Returns {'frames': (clip_frames + 1, 3, size, size) in [-1, 1], 'frame_stride': int,
     'caption': str}. The stride is drawn uniformly from [1, max_stride] among the
     strides the video is long enough for; the start frame is uniform too. Randomness
-    comes from torch's global RNG (seeded per DataLoader worker), so runs are
-    reproducible under torch.manual_seed.
+    comes from torch's global RNG (or `get`'s seed), so runs are reproducible under
+    torch.manual_seed.
     """
 
     def __init__(self, manifest, size, clip_frames, max_stride, **kw):
         super().__init__(manifest, size, **kw)
         self.clip_frames, self.max_stride = clip_frames, max_stride
 
-    def load(self, row):
+    def load(self, row, generator=None):
         for attempt in range(2):  # a second draw once the file is counted, when it ended sooner than its header said
             n = self.num_frames(row["path"])
             strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < n]
             if not strides:
                 raise ValueError(f"too short: {n} frames at {self.fps:g} fps, a clip needs {self.clip_frames + 1}")
-            stride = strides[torch.randint(len(strides), ()).item()]
-            start = torch.randint(n - self.clip_frames * stride, ()).item()
+            stride = strides[torch.randint(len(strides), (), generator=generator).item()]
+            start = torch.randint(n - self.clip_frames * stride, (), generator=generator).item()
             frames = self.read(row["path"], start + stride * np.arange(self.clip_frames + 1))
             if len(frames) == self.clip_frames + 1:
                 return {"frames": to_tensor(frames, self.size), "frame_stride": stride, "caption": row["caption"]}
@@ -532,7 +538,7 @@ class KeyframeDataset(ManifestDataset):
         super().__init__(manifest, size, **kw)
         self.keyframe_interval, self.max_keyframes = keyframe_interval, max_keyframes
 
-    def load(self, row):
+    def load(self, row, generator=None):
         frames = self.read(row["path"], self.keyframe_interval * np.arange(self.max_keyframes))  # from the start: no seek
         if len(frames) < 2:
             raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames at {self.fps:g} fps "
@@ -543,7 +549,7 @@ class KeyframeDataset(ManifestDataset):
 class ImageTextDataset(ManifestDataset):
     """Image-text pairs as single keyframes: {'frames': (1, 3, size, size), 'caption': str}."""
 
-    def load(self, row):
+    def load(self, row, generator=None):
         if not os.path.isfile(row["path"]):
             raise FileNotFoundError("missing file")
         return {"frames": to_tensor(self.read(row["path"])[:1], self.size), "caption": row["caption"]}

@@ -21,6 +21,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -71,6 +72,7 @@ max_stride = 4  # frame stride drawn from [1, max_stride], given to the decoder
 val_fraction = 0.05
 cache_mib = 2048  # decoded videos (at image_size, data_fps) stay in RAM when all fit in this; else each clip seeks
 data_fps = 8  # videos are read at this rate, whatever their own: a frame stride is the same time in every file
+loader_threads = 4  # clips read from their files (not cached): this many decoded at once (ffmpeg processes)
 # diffusion
 prediction_type = "v"
 zero_terminal_snr = True
@@ -131,8 +133,15 @@ class Autoencoder(nn.Module):
         return loss
 
 
-def get_batch(dataset, n):
-    items = [dataset[i] for i in torch.randint(len(dataset), (n,)).tolist()]
+def get_batch(dataset, n, pool=None):
+    """n random clips (B, T, 3, H, W) and their frame strides (B,). With a thread pool (clips read from their
+    files) the clips are decoded in parallel, each with its own seed drawn here: the batch, like the run, does
+    not depend on the threads' timing."""
+    index = torch.randint(len(dataset), (n,)).tolist()
+    if pool is None:
+        items = [dataset[i] for i in index]
+    else:
+        items = list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist()))
     clips = torch.stack([it["frames"] for it in items]).to(device)  # (B, T, 3, H, W)
     return clips, torch.tensor([it["frame_stride"] for it in items], device=device)
 
@@ -318,6 +327,7 @@ def main(config):
                                  val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
     val_set = data.ClipDataset(manifest, image_size, clip_frames, eval_stride, split="val",
                                val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
+    pool = ThreadPoolExecutor(loader_threads) if frames_cache is None and loader_threads > 0 else None
     if frames_cache is not None:  # decode everything once, several files at a time, instead of one file per sample
         t_load = time.time()
         n_files = train_set.preload() + val_set.preload()
@@ -361,7 +371,7 @@ def main(config):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 model.eval()
-                order = tok.order_queries(tokenizer, denoiser, get_batch(train_set, order_clips)[0],
+                order = tok.order_queries(tokenizer, denoiser, get_batch(train_set, order_clips, pool)[0],
                                           model.alphas_cumprod, prediction_type).to(device)
                 model.train()
         if ddp:
@@ -408,7 +418,7 @@ def main(config):
         for micro_step in range(accum):
             if ddp:  # gradients sync on the last micro-step only
                 train_model.require_backward_grad_sync = micro_step == accum - 1
-            clips, stride = get_batch(train_set, batch_size)
+            clips, stride = get_batch(train_set, batch_size, pool)
             drop = torch.rand(batch_size, device=device) < cond_drop_prob
             with ctx:
                 loss = train_model(clips, stride, drop) / accum

@@ -88,11 +88,19 @@ def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
 
 
 def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, tmp_path):
-    """cache_mib=0: every clip seeks into its file instead of RAM; the same clips, so the same weights."""
+    """cache_mib=0: every clip seeks into its file instead of RAM. One at a time: the same clips as the cache, so
+    the same weights. Four threads at a time: each clip drawn with its own seed, so a resumed run still equals a
+    straight one."""
     cached = run(["--max_iters=2", "--eval_interval=2"], str(tmp_path / "cached"), shapes_dir)
-    seeked = run(["--max_iters=2", "--eval_interval=2", "--cache_mib=0"], str(tmp_path / "seeked"), shapes_dir)
+    seeked = run(["--max_iters=2", "--eval_interval=2", "--cache_mib=0", "--loader_threads=0"], str(tmp_path / "seeked"),
+                 shapes_dir)
     assert "held in RAM (cache_mib 2048)" in cached and "over cache_mib 0, so each clip is decoded from its file" in seeked
-    a, b = load(str(tmp_path / "cached")), load(str(tmp_path / "seeked"))
-    for part in ("tokenizer", "denoiser"):
-        for name, tensor in a[part].items():
-            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
+    threads = ["--cache_mib=0", "--loader_threads=4", "--eval_interval=2"]
+    run(threads + ["--max_iters=4"], str(tmp_path / "straight"), shapes_dir)
+    run(threads + ["--max_iters=2"], str(tmp_path / "resumed"), shapes_dir)
+    run(threads + ["--max_iters=4", "--init_from=resume"], str(tmp_path / "resumed"), shapes_dir)
+    for a, b in ((load(str(tmp_path / "cached")), load(str(tmp_path / "seeked"))),
+                 (load(str(tmp_path / "straight")), load(str(tmp_path / "resumed")))):
+        for part in ("tokenizer", "denoiser"):
+            for name, tensor in a[part].items():
+                assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
