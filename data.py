@@ -366,11 +366,11 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
     finally:
         reader.close()
     frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
-    if wanted is None:
-        if not len(frames):
-            raise ValueError("no frames decoded")
-        return frames[np.floor(np.arange(frames_at(len(frames), fps, meta["fps"])) * scale + 0.5).astype(np.int64)] if fps else frames
-    return frames[wanted[wanted - first < len(frames)] - first]
+    if wanted is not None:
+        return frames[wanted[wanted - first < len(frames)] - first]
+    if not len(frames):
+        raise ValueError("no frames decoded")
+    return frames[np.floor(np.arange(frames_at(len(frames), fps, meta["fps"])) * scale + 0.5).astype(np.int64)]
 
 
 def decoded_mib(paths, size, fps=FPS, sample=16):
@@ -424,6 +424,7 @@ class ManifestDataset(torch.utils.data.Dataset):
     def __init__(self, manifest, size, min_motion=None, max_motion=None, split="all", val_fraction=0.05,
                  cache=False, fps=FPS):
         self.manifest, self.size, self.fps = manifest, size, fps
+        self.rate = f"{fps:g} fps" if fps else "the file's rate"  # for messages
         self.rows = [r for r in read_manifest(manifest, min_motion, max_motion) if in_split(r["path"], split, val_fraction)]
         if not self.rows:
             raise ValueError(f"manifest {manifest} has no rows in split {split!r} (val_fraction {val_fraction})")
@@ -518,7 +519,7 @@ class ClipDataset(ManifestDataset):
             n = self.num_frames(row["path"])
             strides = [s for s in range(1, self.max_stride + 1) if self.clip_frames * s < n]
             if not strides:
-                raise ValueError(f"too short: {n} frames at {self.fps:g} fps, a clip needs {self.clip_frames + 1}")
+                raise ValueError(f"too short: {n} frames at {self.rate}, a clip needs {self.clip_frames + 1}")
             stride = strides[torch.randint(len(strides), (), generator=generator).item()]
             start = torch.randint(n - self.clip_frames * stride, (), generator=generator).item()
             frames = self.read(row["path"], start + stride * np.arange(self.clip_frames + 1))
@@ -541,8 +542,7 @@ class KeyframeDataset(ManifestDataset):
     def load(self, row, generator=None):
         frames = self.read(row["path"], self.keyframe_interval * np.arange(self.max_keyframes))  # from the start: no seek
         if len(frames) < 2:
-            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames at {self.fps:g} fps "
-                             f"for 2 keyframes")
+            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames at {self.rate} for 2 keyframes")
         return {"frames": to_tensor(frames, self.size), "caption": row["caption"]}
 
 
