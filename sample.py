@@ -1,29 +1,19 @@
 """
-Sample videos from a trained DiCoDe: the AR model writes deep tokens keyframe by keyframe
-after the text prompt, and the diffusion decoder turns each consecutive pair of keyframes
-into the clip between them (paper Sec. 3, Fig. 2); the clips are joined, the shared
-keyframe once.
+Sample videos from a trained DiCoDe (paper Sec. 3, Fig. 2): the AR model writes deep tokens keyframe by
+keyframe after the text prompt, the diffusion decoder turns each two consecutive keyframes into the clip
+between them, and the clips are joined (the shared keyframe once).
 
     python sample.py --prompt "a red circle moving right" --num_keyframes 5 --out out/samples
     python sample.py --prompts_file prompts.txt --out out/samples          # one prompt per line
     python sample.py --reconstruct data/shapes/videos/000000.mp4 --out out/recon   # paper Fig. 3
     python sample.py --reconstruct data/shapes/videos/000000.mp4 --zero_tokens 8    # paper Fig. 4
 
-A one-minute video is 60 keyframes at one per second of 8 fps video (59 clips, 473 frames); it
-needs an AR model trained with max_keyframes >= 60 (asking a shorter one for more keyframes is
-an error that says how to train one):
-
-    python sample.py --prompt "a red circle moving right" --num_keyframes 60 \
-        --ar_ckpt out/shapes_long/ar/ckpt.pt --out out/long
-
-Checkpoints: --tokenizer_ckpt (train_tokenizer.py; default out/shapes/tokenizer/ckpt.pt, the
-out_dir of config/shapes.py) and --ar_ckpt (train_ar.py; default out/shapes/ar/ckpt.pt, where
-`python demo.py` puts the last AR stage). Writes per prompt NNN_<prompt>.mp4 (H.264, yuv420p,
-frames upscaled with nearest-neighbour to >= --min_size px) and .gif, plus frames.npz (all
-videos as uint8 at their true size, for evaluate.py) and samples.csv (path,caption).
-Same flags and seed, same videos. Sampling settings left unset are the trained model's, stored in
-its checkpoint (`model_defaults`): the decoder's DDIM steps and guidance from the tokenizer's
-config, the AR model's temperature, variance scale and guidance from train_ar.py's sample_*.
+Checkpoints default to where `python demo.py` puts them (out/shapes/tokenizer/ckpt.pt, out/shapes/ar/ckpt.pt).
+Writes per prompt NNN_<prompt>.mp4 (H.264, upscaled to >= --min_size px) and .gif, frames.npz (every video
+at its true size, for evaluate.py) and samples.csv (path,caption); same flags and seed, same videos. Sampling
+settings left unset are the trained models' (`model_defaults`). A one-minute video is 60 keyframes at one a
+second: it needs an AR model trained with max_keyframes >= 60 (asking for more than the model's is an error
+that says how to train one).
 """
 import argparse
 import os
