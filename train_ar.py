@@ -109,8 +109,8 @@ def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, ma
     for path in paths:
         _, nk, captions, motion = load_token_shard(path, with_tokens=False)  # (N,), [N], (N,)
         tokens = map_token_shard(path)  # (N, K, N_q, C) on disk, checked 256 rows at a time
-        finite = torch.cat([torch.from_numpy(np.isfinite(tokens[i:i + 256]).reshape(len(tokens[i:i + 256]), -1).all(1))
-                            for i in range(0, len(tokens), 256)])
+        finite = torch.cat([torch.from_numpy(np.isfinite(chunk).reshape(len(chunk), -1).all(1))
+                            for chunk in (tokens[i:i + 256] for i in range(0, len(tokens), 256))])
         if not finite.all():
             print(f"warning: {path}: {int((~finite).sum())} of {len(nk)} rows hold NaN/inf tokens; skipped")
         keep = (nk > 0) & finite
