@@ -599,7 +599,9 @@ def map_token_shard(path):
     dtype = {"F32": np.float32, "F16": np.float16}.get(entry["dtype"])
     if dtype is None:
         raise ValueError(f"{path}: deep_tokens stored as {entry['dtype']}, expected F32 or F16")
-    begin = entry["data_offsets"][0]
+    begin, end = entry["data_offsets"]
+    if begin == end:  # no rows: nothing to map
+        return np.zeros(entry["shape"], dtype)
     return np.memmap(path, dtype=dtype, mode="r", offset=8 + header_len + begin, shape=tuple(entry["shape"]))
 
 
