@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import subprocess
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -349,6 +350,14 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
         output_params += ["-t", f"{(indices.max() + 1) / fps:.6f}" if len(indices) else "0"]
     if size:  # short side -> size (antialiased bilinear, as to_tensor), then the center square, before piping
         output_params += ["-vf", f"scale='if(lt(iw,ih),{size},-2)':'if(lt(iw,ih),-2,{size})':flags=bilinear,crop={size}:{size}"]
+    if seek and size:  # rate and frame size known: ffmpeg straight into a pipe (no header to wait for, ~35 ms less)
+        run = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *input_params, "-i",
+                              path, *output_params, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+        if run.returncode:
+            raise ValueError((run.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1])
+        frames = np.frombuffer(run.stdout, np.uint8).reshape(-1, size, size, 3)  # native frames from `first`
+        wanted = np.floor(indices * native / (fps or native) + 0.5).astype(np.int64)
+        return frames[wanted[wanted - first < len(frames)] - first]
     reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
     try:
         meta = next(reader)
