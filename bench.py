@@ -261,8 +261,7 @@ def read_whole_then_index(path, indices, native_fps, fps=8, size=32):
     import data
     with imageio.get_reader(path, format="FFMPEG") as reader:
         frames = np.stack([frame for frame in reader])  # (T, H, W, 3), all of it (list() would trust its len: inf)
-    wanted = np.floor(np.asarray(indices) * native_fps / fps + 0.5).astype(np.int64)
-    return data.to_tensor(frames[wanted], size)
+    return data.to_tensor(frames[data.shown_frames(indices, fps, native_fps)], size)
 
 def read_clip(path, indices, info, fps=8, size=32):
     """What data.ClipDataset does per clip without a cache (info: data.video_info, read once per file)."""

@@ -322,6 +322,13 @@ def frames_at(num_frames, fps, native_fps):
     return num_frames if fps is None else math.ceil((num_frames - 0.5) * fps / native_fps)
 
 
+def shown_frames(k, fps, native_fps):
+    """The stored frames (indices at native_fps) shown at times k / fps, the nearest in time (fps None: k itself)."""
+    if fps is None:
+        return np.asarray(k, dtype=np.int64)
+    return np.floor(np.asarray(k, dtype=np.float64) * native_fps / fps + 0.5).astype(np.int64)
+
+
 def read_frames(path, size=None, fps=None, indices=None, info=None):
     """uint8 frames (T, H, W, 3) of a video (any container/codec ffmpeg reads, gif included) or an image.
 
@@ -341,11 +348,12 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
     if indices is not None and len(indices) and indices.min() > 0 and native is None:
         native = video_info(path)["fps"]
     seek = native is not None and indices is not None and len(indices) > 0
-    first = int(np.floor(indices.min() * native / (fps or native) + 0.5)) if seek else 0
+    wanted = shown_frames(indices, fps, native) if seek else None  # native frames, known before ffmpeg starts
+    first = int(wanted.min()) if seek else 0
     input_params = ["-ss", f"{(first - 0.5) / native:.6f}"] if first > 0 else []  # lands on native frame `first`
     output_params = ["-fps_mode", "passthrough"]  # each stored frame once (ffmpeg may repeat one after a seek)
     if seek:  # stop decoding after the last frame needed (ffmpeg would decode ahead and queue frames meanwhile)
-        output_params += ["-frames:v", str(int(np.floor(indices.max() * native / (fps or native) + 0.5)) - first + 1)]
+        output_params += ["-frames:v", str(int(wanted.max()) - first + 1)]
     elif indices is not None and fps:
         output_params += ["-t", f"{(indices.max() + 1) / fps:.6f}" if len(indices) else "0"]
     if size:  # short side -> size (antialiased bilinear, as to_tensor), then the center square, before piping
@@ -356,30 +364,30 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
         if run.returncode:
             raise ValueError((run.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1])
         frames = np.frombuffer(run.stdout, np.uint8).reshape(-1, size, size, 3)  # native frames from `first`
-        wanted = np.floor(indices * native / (fps or native) + 0.5).astype(np.int64)
-        return frames[wanted[wanted - first < len(frames)] - first]
-    reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
-    try:
-        meta = next(reader)
-        width, height = meta["size"]
-        if fps and not meta.get("fps"):
-            raise ValueError("no frame rate in the header")
-        scale = meta["fps"] / fps if fps else 1.0  # native frames per frame read
-        wanted = None if indices is None else np.floor(indices * scale + 0.5).astype(np.int64)
-        needed = None if wanted is None else int(wanted.max()) - first + 1 if len(wanted) else 0
-        frames = []
-        for frame in reader if needed != 0 else ():  # native frames first, first + 1, ...; stop after the last needed
-            frames.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
-            if len(frames) == needed:
-                break
-    finally:
-        reader.close()
-    frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+    else:
+        reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
+        try:
+            meta = next(reader)
+            width, height = meta["size"]
+            if fps and not meta.get("fps"):
+                raise ValueError("no frame rate in the header")
+            native = native or meta["fps"]
+            if indices is not None and not seek:  # from frame 0: the file's rate came with its header
+                wanted = shown_frames(indices, fps, native)
+            needed = None if wanted is None else int(wanted.max()) + 1 - first if len(wanted) else 0
+            frames = []
+            for frame in reader if needed != 0 else ():  # native frames first, first + 1, ...; stop after the last needed
+                frames.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
+                if len(frames) == needed:
+                    break
+        finally:
+            reader.close()
+        frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
     if wanted is not None:
         return frames[wanted[wanted - first < len(frames)] - first]
     if not len(frames):
         raise ValueError("no frames decoded")
-    return frames[np.floor(np.arange(frames_at(len(frames), fps, meta["fps"])) * scale + 0.5).astype(np.int64)]
+    return frames[shown_frames(np.arange(frames_at(len(frames), fps, native)), fps, native)] if fps else frames
 
 
 def decoded_mib(paths, size, fps=FPS, sample=16):
@@ -459,7 +467,8 @@ class ManifestDataset(torch.utils.data.Dataset):
         if path not in self.cache:
             self.cache[path] = read_frames(path, self.size, self.fps)
         frames = self.cache[path]
-        return frames if indices is None else frames[[i for i in indices if i < len(frames)]]
+        indices = None if indices is None else np.asarray(indices)
+        return frames if indices is None else frames[indices[indices < len(frames)]]
 
     def preload(self, workers=4):
         """Decode every file into the cache up front, `workers` files at a time (each decode is
