@@ -271,11 +271,10 @@ def read_clip(path, indices, info, fps=8, size=32):
 def make_test_video(path, gop=None, seconds=10, width=1280, height=720, fps=30):
     """An H.264 yuv420p mp4 of ffmpeg's testsrc2; gop: frames between keyframes (None: libx264's default, up
     to 250, here one keyframe in 10 s)."""
-    import imageio_ffmpeg
+    import data
     if not os.path.isfile(path):
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                        f"testsrc2=size={width}x{height}:rate={fps}:duration={seconds}", "-c:v", "libx264",
-                        "-pix_fmt", "yuv420p", *(["-g", str(gop)] if gop else []), path], check=True)
+        data.write_test_pattern(path, fps, f"{width}x{height}", seconds,
+                                ("-c:v", "libx264", "-pix_fmt", "yuv420p", *(["-g", str(gop)] if gop else [])))
     return path
 
 def children_peak_mib(run):

@@ -239,6 +239,15 @@ def write_video(path, frames, fps=FPS, min_size=128):
         raise ValueError(f"unknown video extension in {path}; expected .mp4 or .gif")
 
 
+def write_test_pattern(path, fps, size="96x64", seconds=3, codec=()):
+    """ffmpeg's testsrc2 pattern (it changes with time, not frame count) as a video at `fps`, encoded with the
+    ffmpeg arguments `codec` (default: the container's): videos of any kind to try the readers on."""
+    import imageio_ffmpeg
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=size={size}:rate={fps}:duration={seconds}", *codec, str(path)], check=True)
+    return str(path)
+
+
 def side_by_side(*videos, gap=1):
     """uint8 videos (F, H, W, 3) of the same shape -> one (F, H, n W + gaps, 3), with gray separators."""
     sep = np.full((*videos[0].shape[:2], gap, 3), 128, np.uint8)  # (F, H, gap, 3)

@@ -9,7 +9,6 @@ import sys
 import numpy as np
 
 import data
-from test_data import ffmpeg_test_video
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
@@ -32,7 +31,7 @@ def test_a_folder_of_videos_trains_encodes_and_samples(tmp_path):
         "h.mp4": (10, "48x48", H264),
     }
     for name, (rate, size, codec) in good.items():
-        ffmpeg_test_video(folder / name, rate, size=size, codec=codec)
+        data.write_test_pattern(folder / name, rate, size=size, codec=codec)
     (folder / "empty.mp4").write_bytes(b"")
     (folder / "truncated.mp4").write_bytes((folder / "a.mp4").read_bytes()[:2000])
     (folder / "notes.mkv").write_text("not a video\n" * 100)

@@ -275,15 +275,6 @@ def test_preload_fills_one_shared_cache_and_leaves_bad_files_to_skip(shapes_dir,
 # videos as people bring them: other codecs, containers, sizes and frame rates
 
 
-def ffmpeg_test_video(path, rate, size="96x64", seconds=3, codec=()):
-    """ffmpeg's testsrc2 (a pattern that changes with time, not frame count) at `rate` fps."""
-    import subprocess
-    import imageio_ffmpeg
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size={size}:rate={rate}:duration={seconds}", *codec, str(path)], check=True)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def real_videos(tmp_path_factory):
     """{name: path}: H.264 mp4 at 30 fps, VP9 webm at 25 fps (portrait), MPEG-4 avi at 24 fps, H.264 mkv and mov
@@ -291,13 +282,13 @@ def real_videos(tmp_path_factory):
     out = tmp_path_factory.mktemp("real_videos")
     h264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
     return {
-        "mp4_30": ffmpeg_test_video(out / "a.mp4", 30, codec=h264),
-        "webm_25": ffmpeg_test_video(out / "b.webm", 25, size="64x96", codec=("-c:v", "libvpx-vp9")),
-        "avi_24": ffmpeg_test_video(out / "c.avi", 24, codec=("-c:v", "mpeg4", "-q:v", "3")),
-        "mkv_60": ffmpeg_test_video(out / "d.mkv", 60, codec=h264),
-        "mov_15": ffmpeg_test_video(out / "e.mov", 15, codec=h264),
-        "gif": ffmpeg_test_video(out / "f.gif", 12, seconds=2),
-        "mp4_8": ffmpeg_test_video(out / "g.mp4", 8, codec=h264),
+        "mp4_30": data.write_test_pattern(out / "a.mp4", 30, codec=h264),
+        "webm_25": data.write_test_pattern(out / "b.webm", 25, size="64x96", codec=("-c:v", "libvpx-vp9")),
+        "avi_24": data.write_test_pattern(out / "c.avi", 24, codec=("-c:v", "mpeg4", "-q:v", "3")),
+        "mkv_60": data.write_test_pattern(out / "d.mkv", 60, codec=h264),
+        "mov_15": data.write_test_pattern(out / "e.mov", 15, codec=h264),
+        "gif": data.write_test_pattern(out / "f.gif", 12, seconds=2),
+        "mp4_8": data.write_test_pattern(out / "g.mp4", 8, codec=h264),
     }
 
 
