@@ -36,6 +36,8 @@ component k of one pass paired with component k of the other (the same head outp
 the component is drawn from softmax(l / temperature) and the sample from N(mu_k, var_scale *
 var_c,k). Gaussian head: the mean only; L2 head: the prediction. Both passes are fed the
 same sampled tokens. s = 1 is plain conditional sampling (no second pass).
+That is cfg_mode "params". cfg_mode "samples" is the authors' release: each pass draws its own token
+(x_c, x_u) from its own distribution, and x_u + s * (x_c - x_u) is the token fed back to both.
 """
 import dataclasses
 import inspect
@@ -290,17 +292,19 @@ class ARModel(nn.Module):
         return params
 
     @torch.no_grad()
-    def generate(self, prompts, num_keyframes, *, var_scale=1.0, temperature=1.0, cfg_scale=1.0,
+    def generate(self, prompts, num_keyframes, *, var_scale=1.0, temperature=1.0, cfg_scale=1.0, cfg_mode="params",
                  generator=None, use_cache=True, prefix=None):
         """Sample deep tokens (B, num_keyframes, N_q, C) float32 for B prompts, token by token (Eq. 2).
 
         GMM: a component from softmax(logits / temperature) (0 = argmax), then mean + sqrt(var_scale
         * var) * noise (the released model uses var_scale 0.01; 0 = the component mean); Gaussian head:
-        var_scale only; L2 head: deterministic. cfg_scale: see the module docstring. Sampled
+        var_scale only; L2 head: deterministic. cfg_scale, cfg_mode: see the module docstring. Sampled
         values are fed back as inputs. use_cache=True decodes incrementally with the backbone's KV
         cache; False recomputes the whole sequence every step (same draws, same tokens).
         prefix (B, P, N_q, C): the first P keyframes are given (deep-token units), the model continues them."""
         cfg = self.cfg
+        if cfg_mode not in ("params", "samples"):
+            raise ValueError(f"unknown cfg_mode {cfg_mode!r}; expected 'params' or 'samples'")
         if num_keyframes > cfg.max_keyframes:
             raise ValueError(f"num_keyframes={num_keyframes} but the model's frame embedding covers "
                              f"max_keyframes={cfg.max_keyframes}")
@@ -333,9 +337,13 @@ class ARModel(nn.Module):
                     seq = torch.cat([text, self._visual_inputs(fed).flatten(1, 2).to(text.dtype)], 1)
                     h = self._run(seq[:, :n], mask[:, :n])
                 params = self.out_proj(h[:, -1])  # (B', P): the last state predicts q_(f,m)
-                if guided:
-                    params = self._guide(params, cfg_scale)  # (B, P)
-                q = self._sample(params.float(), var_scale, temperature, generator)  # (B, C)
+                if guided and cfg_mode == "samples":  # each pass its own draw, then guide the draws
+                    c, u = self._sample(params.float(), var_scale, temperature, generator).chunk(2)  # (B, C) x2
+                    q = u + cfg_scale * (c - u)
+                else:
+                    if guided:
+                        params = self._guide(params, cfg_scale)  # (B, P)
+                    q = self._sample(params.float(), var_scale, temperature, generator)  # (B, C)
                 fed[:, f, m] = q.repeat(2, 1) if guided else q
                 # fed back: q_(f,m) embedded as _visual_inputs does; its state predicts q_(f,m+1) ...
                 new = self._place(self.in_proj(fed[:, f, m]), f, m).to(text.dtype)[:, None]  # (B', 1, W)

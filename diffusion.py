@@ -169,6 +169,18 @@ class CrossAttention(nn.Module):
         return x + self.out(y).transpose(1, 2).view(BT, C, h, w)
 
 
+def own_keyframe(num_frames):
+    """Which keyframe each frame of a clip is conditioned on in the release's split: (T,) long, 0 = head for
+    the first half of the frames (the middle one of an odd count included), 1 = rear for the second half."""
+    return (torch.arange(num_frames) >= (num_frames + 1) // 2).long()
+
+
+def own_keyframe_context(head, rear, num_frames):
+    """Per-frame cross-attention context: head (B, N_q, D), rear (B, N_q, D) -> (B*T, N_q, D), frame f of each
+    clip holding the tokens of keyframe own_keyframe(T)[f] only."""
+    return torch.stack([head, rear], 1)[:, own_keyframe(num_frames).to(head.device)].flatten(0, 1)
+
+
 class TokenMap(nn.Module):
     """Renders one keyframe's deep tokens (B, N_q, D) as a coarse feature map (B, c_map, S, S).
 
@@ -209,12 +221,14 @@ class VideoUNet(nn.Module):
     tokens + frame index), a temporal convolution, and from the second level on a
     cross-attention to the 2 x N_q deep tokens. The head and rear tokens are also
     rendered as feature maps (TokenMap) concatenated to the input of every frame.
+    per_frame_context: each frame's cross-attentions read only its own keyframe's N_q tokens
+    (own_keyframe_context), as in the authors' release; else every frame reads all 2 x N_q.
     """
 
     def __init__(self, token_dim, n_queries, num_frames, image_size, channels=(32, 64, 128), map_channels=8,
-                 max_stride=16, emb_dim=128, render_maps=False):
+                 max_stride=16, emb_dim=128, render_maps=False, per_frame_context=False):
         super().__init__()
-        self.num_frames, self.image_size = num_frames, image_size
+        self.num_frames, self.image_size, self.per_frame_context = num_frames, image_size, per_frame_context
         d = token_dim
         self.head_rear = nn.Parameter(torch.randn(2, 1, d) * 0.02)  # learned head / rear embedding
         self.token_map = TokenMap(d, image_size // 2, map_channels, render=render_maps)
@@ -253,7 +267,10 @@ class VideoUNet(nn.Module):
         head, rear = cond.view(B, 2, -1, cond.shape[-1]).unbind(1)  # (B, N_q, D) each
         maps = torch.cat([self.token_map(head), self.token_map(rear)], 1)  # (B, 2 c_map, H/2, W/2)
         head, rear = head + self.head_rear[0], rear + self.head_rear[1]
-        context = torch.cat([head, rear], 1).repeat_interleave(T, dim=0)  # (B*T, 2 N_q, D)
+        if self.per_frame_context:
+            context = own_keyframe_context(head, rear, T)  # (B*T, N_q, D)
+        else:
+            context = torch.cat([head, rear], 1).repeat_interleave(T, dim=0)  # (B*T, 2 N_q, D)
         emb = (self.time_mlp(timestep_embedding(t, self.emb_dim)) + self.stride_emb(frame_stride)
                + self.pool_mlp(torch.cat([head.mean(1), rear.mean(1)], -1)))  # (B, E)
         emb = (emb[:, None] + self.frame_emb.weight[None, :T]).flatten(0, 1)  # (B*T, E)
@@ -276,6 +293,23 @@ class VideoUNet(nn.Module):
         return F.pixel_shuffle(out, 2).view(B, T, 3, H, W)
 
 
+class OwnKeyframeAttnProcessor:
+    """A diffusers cross-attention processor for the release's per-frame split. The UNet hands every frame
+    the same (B*T, 2 N_q, D) context; this keeps frame f's own keyframe's N_q tokens (own_keyframe) and runs
+    diffusers' own scaled-dot-product processor on them. `num_frames` is set before each UNet call."""
+
+    def __init__(self):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+        self.attend, self.num_frames = AttnProcessor2_0(), None
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, **kwargs):
+        T = self.num_frames
+        BT, L, D = encoder_hidden_states.shape  # (B*T, 2 N_q, D): head tokens, then rear tokens
+        tokens = encoder_hidden_states.view(BT // T, T, 2, L // 2, D)
+        own = tokens[:, torch.arange(T), own_keyframe(T)]  # (B, T, N_q, D)
+        return self.attend(attn, hidden_states, own.flatten(0, 1), **kwargs)
+
+
 class LatentVideoDenoiser(nn.Module):
     """The paper-size denoiser: a pretrained latent video UNet and its frozen VAE (diffusers).
 
@@ -291,12 +325,20 @@ class LatentVideoDenoiser(nn.Module):
     It works in the VAE's latent space: denoiser(z_t, t, cond, frame_stride) with z_t
     (B, T, 4, h, w). `latent = True` tells the training loop to diffuse `encode_frames(clips)`
     instead of pixels, and samples come back to frames through `decode_latents`.
+    per_frame_context: each frame's cross-attentions read only its own keyframe's tokens (OwnKeyframeAttnProcessor).
     """
 
     latent = True
 
-    def __init__(self, unet, vae, token_dim, max_stride):
+    def __init__(self, unet, vae, token_dim, max_stride, per_frame_context=False):
         super().__init__()
+        self.split_processors = []
+        if per_frame_context:
+            from diffusers.models.attention_processor import Attention
+            for module in unet.modules():
+                if isinstance(module, Attention) and module.is_cross_attention:
+                    self.split_processors.append(OwnKeyframeAttnProcessor())
+                    module.set_processor(self.split_processors[-1])
         if vae.config.latent_channels != unet.config.in_channels or unet.config.in_channels != unet.config.out_channels:
             raise ValueError(f"the UNet maps {unet.config.in_channels} -> {unet.config.out_channels} channels, "
                              f"the VAE has {vae.config.latent_channels} latent channels: they must all be equal")
@@ -321,7 +363,7 @@ class LatentVideoDenoiser(nn.Module):
         self.downsample = 2 ** (len(vae.config.block_out_channels) - 1)
 
     @classmethod
-    def from_pretrained(cls, local_dir, token_dim, max_stride):
+    def from_pretrained(cls, local_dir, token_dim, max_stride, per_frame_context=False):
         """Load `local_dir`/unet (UNet3DConditionModel) and `local_dir`/vae (AutoencoderKL), local files only."""
         import os
         from diffusers import AutoencoderKL, UNet3DConditionModel
@@ -331,14 +373,14 @@ class LatentVideoDenoiser(nn.Module):
                                         f"expected a zeroscope / ModelScope-T2V style directory with unet/ and vae/")
         unet = UNet3DConditionModel.from_pretrained(local_dir, subfolder="unet", local_files_only=True)
         vae = AutoencoderKL.from_pretrained(local_dir, subfolder="vae", local_files_only=True)
-        return cls(unet, vae, token_dim, max_stride)
+        return cls(unet, vae, token_dim, max_stride, per_frame_context)
 
     @classmethod
-    def from_config(cls, unet_config, vae_config, token_dim, max_stride):
+    def from_config(cls, unet_config, vae_config, token_dim, max_stride, per_frame_context=False):
         """Random weights from diffusers config dicts (the unet/ and vae/ config.json contents)."""
         from diffusers import AutoencoderKL, UNet3DConditionModel
         return cls(UNet3DConditionModel.from_config(unet_config), AutoencoderKL.from_config(vae_config),
-                   token_dim, max_stride)
+                   token_dim, max_stride, per_frame_context)
 
     def train(self, mode=True):
         super().train(mode)
@@ -374,6 +416,8 @@ class LatentVideoDenoiser(nn.Module):
         tokens = cond.view(B, 2, -1, cond.shape[-1]) + self.head_rear[None]  # (B, 2, N_q, D): head, rear
         context = self.proj(tokens.flatten(1, 2))  # (B, 2 N_q, cross_attention_dim): the "text" slot
         stride_emb = timestep_embedding(frame_stride, self.stride_dim).to(context.dtype)  # (B, stride_dim)
+        for processor in self.split_processors:
+            processor.num_frames = z_t.shape[1]
         out = self.unet(z_t.transpose(1, 2), t, encoder_hidden_states=context, timestep_cond=stride_emb,
                         return_dict=False)[0]  # diffusers wants (B, C, T, h, w)
         return out.transpose(1, 2)

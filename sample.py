@@ -36,7 +36,8 @@ DECODER_SETTINGS = (("ddim_steps", "ddim_steps", 50, "DDIM {:g} steps"), ("cfg_s
                     ("guidance_rescale", "guidance_rescale", 0.7, "rescale {:g}"))
 AR_SETTINGS = (("temperature", "sample_temperature", 1.0, "temperature {:g}"),
                ("var_scale", "sample_var_scale", 0.01, "var_scale {:g}"),
-               ("ar_cfg_scale", "sample_cfg_scale", 1.0, "CFG {:g}"))
+               ("ar_cfg_scale", "sample_cfg_scale", 1.0, "CFG {:g}"),
+               ("ar_cfg_mode", "sample_cfg_mode", "samples", "CFG on {}"))
 FLAG_RANGES = {  # flag: (low, high), inclusive; None = unbounded. Flags left unset take the checkpoint's values.
     "num_keyframes": (2, None), "var_scale": (0, None), "temperature": (0, None), "ar_cfg_scale": (0, None),
     "ar_batch": (1, None), "cfg_scale": (0, None), "guidance_rescale": (0, 1), "ddim_steps": (1, 1000),
@@ -87,11 +88,13 @@ def decode_videos(tokenizer, denoiser, cfg, tokens, frame_stride, *, seed=0, **d
 
 @torch.no_grad()
 def reconstruct_video(tokenizer, denoiser, cfg, frames, *, keyframe_interval=8, frame_stride=None, zero_tokens=0,
-                      num_keyframes=None, seed=0, **decode_kw):
+                      zero_last=False, num_keyframes=None, seed=0, **decode_kw):
     """A real video (T, H, W, 3) uint8 -> (original, reconstruction), uint8 (F, S, S, 3) each (paper Fig. 3, 4).
 
     Keyframes every `keyframe_interval` frames (at most num_keyframes) are tokenized and decoded pairwise like
-    generated tokens; with zero_tokens = n the last n of each keyframe's N_q deep tokens are set to 0 first.
+    generated tokens; with zero_tokens = n the first n of each keyframe's N_q deep tokens are set to 0 first (as
+    the authors' release draws Fig. 4), or the last n with zero_last (the ones the decoder needs least, when
+    train_tokenizer.py renumbered them: order_clips)
     `original` holds the frames at the decoder's time positions (keyframe + j * stride). frame_stride: a
     checked one, as `check_stride` returns it; None: the default, checked here.
     """
@@ -107,7 +110,7 @@ def reconstruct_video(tokenizer, denoiser, cfg, frames, *, keyframe_interval=8, 
     dev = next(denoiser.parameters()).device
     keyframes = data.to_tensor(frames[:(K - 1) * keyframe_interval + 1:keyframe_interval], S).to(dev)  # (K, 3, S, S)
     tokens = tokenizer.encode(keyframes)[None]  # (1, K, N_q, C)
-    tokens[:, :, Nq - zero_tokens:] = 0
+    (tokens[:, :, Nq - zero_tokens:] if zero_last else tokens[:, :, :zero_tokens]).zero_()
     recon = decode_videos(tokenizer, denoiser, cfg, tokens, stride, seed=seed, **decode_kw)[0]
     index = [i * keyframe_interval + j * stride for i in range(K - 1) for j in range(0 if i == 0 else 1, cf + 1)]
     return data.to_uint8(data.to_tensor(frames[np.minimum(index, len(frames) - 1)], S)), recon
@@ -231,9 +234,11 @@ def check_compatible(ar, cfg, ar_path="the AR checkpoint", tokenizer_path="the t
 
 
 def check_stride(cfg, keyframe_interval, frame_stride=None):
-    """The decoder's frame stride: by default keyframe_interval // clip_frames, so a clip spans one interval."""
+    """The decoder's frame stride: by default keyframe_interval // clip_frames, so a clip spans one interval; where
+    a clip has more frames than the interval (the paper's 16-frame decoder) the stride the tokenizer was scored at
+    (its eval_stride: the paper's 6)."""
     clip_frames = cfg["clip_frames"]
-    stride = frame_stride if frame_stride is not None else keyframe_interval // clip_frames
+    stride = frame_stride if frame_stride is not None else keyframe_interval // clip_frames or cfg.get("eval_stride", 0)
     if stride < 1:
         raise SampleError(f"frame stride {stride} < 1: keyframe_interval {keyframe_interval} is shorter than the "
                           f"decoder's {clip_frames} frames per clip; pass --frame_stride")
@@ -246,7 +251,7 @@ def check_stride(cfg, keyframe_interval, frame_stride=None):
 def model_defaults(args, tokenizer_cfg, ar_config=None):
     """Fill the sampling flags left at None (argparse namespace, in place) with the trained model's settings:
     the decoder's (ddim_steps, cfg_scale, guidance_rescale) from the tokenizer checkpoint's config, the AR
-    model's (temperature, var_scale, ar_cfg_scale) from the AR checkpoint's sample_*; the paper's values
+    model's (temperature, var_scale, ar_cfg_scale, ar_cfg_mode) from the AR checkpoint's sample_*; the paper's values
     where a config lacks the key. Returns one line saying what is used and where it came from."""
     parts = []
     for name, config, settings in (("decoder", tokenizer_cfg, DECODER_SETTINGS), ("AR", ar_config, AR_SETTINGS)):
@@ -267,15 +272,15 @@ def model_defaults(args, tokenizer_cfg, ar_config=None):
 
 
 def generate_videos(ar, tokenizer, denoiser, cfg, prompts, num_keyframes, *, seed=0, keyframe_interval=8,
-                    frame_stride=None, var_scale=0.01, temperature=1.0, ar_cfg_scale=1.0, ar_batch=64, progress=True,
-                    **decode_kw):
+                    frame_stride=None, var_scale=0.01, temperature=1.0, ar_cfg_scale=1.0, ar_cfg_mode="samples",
+                    ar_batch=64, progress=True, **decode_kw):
     """Text -> uint8 videos (B, (K-1) clip_frames + 1, S, S, 3) in one call from Python: `run`'s model checks,
     then its steps. decode_kw go to tokenizer.decode_clips (num_steps, eta, cfg_scale, batch_size, ...)."""
     check_num_keyframes(ar, num_keyframes, keyframe_interval)
     check_compatible(ar, cfg)
     stride = check_stride(cfg, keyframe_interval, frame_stride)
     tokens = generate_tokens(ar, list(prompts), num_keyframes, seed=seed, batch_size=ar_batch, progress=progress,
-                             var_scale=var_scale, temperature=temperature, cfg_scale=ar_cfg_scale)
+                             var_scale=var_scale, temperature=temperature, cfg_scale=ar_cfg_scale, cfg_mode=ar_cfg_mode)
     return decode_videos(tokenizer, denoiser, cfg, tokens, stride, seed=seed + 1, progress=progress, **decode_kw)
 
 
@@ -292,6 +297,8 @@ def parse_args(argv=None):
     g.add_argument("--var_scale", type=float, help="GMM variance scale (paper's release: 0.01)")
     g.add_argument("--temperature", type=float, help="mixture-component temperature, 0 = argmax")
     g.add_argument("--ar_cfg_scale", type=float, help="AR classifier-free guidance, 1 = off")
+    g.add_argument("--ar_cfg_mode", choices=["params", "samples"],
+                   help="guide the predicted distributions, or two drawn tokens (the release)")
     g.add_argument("--ar_batch", type=int, default=64, help="prompts per AR generate call")
     g = p.add_argument_group("diffusion decoder")
     g.add_argument("--cfg_scale", type=float, help="default: the checkpoint's (paper: 7.5)")
@@ -300,7 +307,8 @@ def parse_args(argv=None):
     g.add_argument("--eta", type=float, default=1.0)
     g.add_argument("--timestep_spacing", default="leading", choices=["leading", "trailing"])
     g.add_argument("--keyframe_interval", type=int, default=8, help="frames between the AR data's keyframes (8: 1/s)")
-    g.add_argument("--frame_stride", type=int, help="default: keyframe_interval // clip_frames (the paper: 6)")
+    g.add_argument("--frame_stride", type=int,
+                   help="default: keyframe_interval // clip_frames, or the tokenizer's eval_stride if that is 0 (paper: 6)")
     g.add_argument("--decode_batch", type=int, default=32, help="clips per DDIM batch")
     g = p.add_argument_group("output")
     g.add_argument("--fps", type=float, help="default: --source_fps / frame stride (real time)")
@@ -310,7 +318,8 @@ def parse_args(argv=None):
     g.add_argument("--min_size", type=int, default=128, help="upscale written frames to at least this many px")
     g = p.add_argument_group("reconstruction")
     g.add_argument("--reconstruct", metavar="VIDEO", help="tokenize this video's keyframes and decode them back")
-    g.add_argument("--zero_tokens", type=int, default=0, help="zero the last n deep tokens of each keyframe first")
+    g.add_argument("--zero_tokens", type=int, default=0, help="zero the first n deep tokens of each keyframe (Fig. 4)")
+    g.add_argument("--zero_last", action="store_true", help="zero the last n instead (renumbered: the least needed)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     return p.parse_args(argv)
 
@@ -336,7 +345,8 @@ def run(args):
     stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
     print(model_defaults(args, cfg, ar_config))
     tokens = generate_tokens(ar, prompts, num_keyframes, seed=args.seed, batch_size=args.ar_batch,
-                             var_scale=args.var_scale, temperature=args.temperature, cfg_scale=args.ar_cfg_scale)
+                             var_scale=args.var_scale, temperature=args.temperature, cfg_scale=args.ar_cfg_scale,
+                             cfg_mode=args.ar_cfg_mode)
     videos = decode_videos(tokenizer, denoiser, cfg, tokens, stride, seed=args.seed + 1, **decode_kwargs(args))
     fps = args.fps or args.source_fps / stride
     write_samples(args.out, prompts, videos, fps, args.formats, args.min_size, clip_frames=cfg["clip_frames"],
@@ -352,15 +362,16 @@ def run_reconstruction(args):
     stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
     print(model_defaults(args, cfg))
     original, recon = reconstruct_video(tokenizer, denoiser, cfg, frames, keyframe_interval=args.keyframe_interval,
-                                        frame_stride=stride, zero_tokens=args.zero_tokens,
+                                        frame_stride=stride, zero_tokens=args.zero_tokens, zero_last=args.zero_last,
                                         num_keyframes=args.num_keyframes, seed=args.seed, **decode_kwargs(args))
     name = os.path.splitext(os.path.basename(args.reconstruct))[0] + "_recon"
-    name += f"_zero{args.zero_tokens}" if args.zero_tokens else ""
+    name += f"_zero{'last' if args.zero_last else ''}{args.zero_tokens}" if args.zero_tokens else ""
     fps = args.fps or args.source_fps / stride
     for ext in [e for e in ("mp4", "gif") if e in args.formats] or ["mp4"]:
         data.write_video(os.path.join(args.out, f"{name}.{ext}"), data.side_by_side(original, recon), fps,
                          args.min_size)
-    print(f"original | reconstruction ({len(recon)} frames, {args.zero_tokens} of {cfg['n_queries']} tokens "
+    which = "last" if args.zero_last else "first"
+    print(f"original | reconstruction ({len(recon)} frames, {which} {args.zero_tokens} of {cfg['n_queries']} tokens "
           f"zeroed): PSNR {evaluate.psnr(original[None], recon[None]):.2f} dB -> {os.path.join(args.out, name)}.*")
 
 

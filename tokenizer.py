@@ -134,13 +134,95 @@ class QueryTransformer(nn.Module):
         return self.ln_f(x[:, :self.n_queries])  # (B, N_q, C)
 
 
+class QueryAttention(nn.Module):
+    """The resampler's attention: only the queries ask; keys and values are [E tokens; queries]."""
+
+    def __init__(self, dim, n_heads, head_dim):
+        super().__init__()
+        self.n_heads = n_heads
+        self.norm_tokens, self.norm_queries = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, n_heads * head_dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * n_heads * head_dim, bias=False)
+        self.to_out = nn.Linear(n_heads * head_dim, dim, bias=False)
+
+    def forward(self, tokens, queries):  # tokens (B, N, C), queries (B, N_q, C)
+        queries = self.norm_queries(queries)
+        heads = lambda z: z.view(z.shape[0], z.shape[1], self.n_heads, -1).transpose(1, 2)  # (B, heads, L, d)
+        k, v = self.to_kv(torch.cat([self.norm_tokens(tokens), queries], 1)).chunk(2, dim=-1)
+        y = F.scaled_dot_product_attention(heads(self.to_q(queries)), heads(k), heads(v))  # (B, heads, N_q, d)
+        return self.to_out(y.transpose(1, 2).flatten(2))
+
+
+class PerceiverResampler(nn.Module):
+    """Q as the authors' release builds it: a Perceiver-style resampler. Only the N_q queries are updated,
+    each layer attending to [E tokens; queries] (QueryAttention, `head_dim`-wide heads) then a bias-free
+    feed-forward; a final projection + LayerNorm. E's tokens get no position embedding. Same call as
+    QueryTransformer: encoder tokens (B, N, C_clip) -> deep tokens (B, N_q, C)."""
+
+    def __init__(self, in_dim, dim, n_queries, n_layers, n_heads, head_dim=64, mlp_ratio=4):
+        super().__init__()
+        self.n_queries = n_queries
+        self.queries = nn.Parameter(torch.randn(n_queries, dim) / dim ** 0.5)
+        self.proj_in = nn.Linear(in_dim, dim)
+        self.layers = nn.ModuleList(nn.ModuleDict(dict(
+            attn=QueryAttention(dim, n_heads, head_dim),
+            mlp=nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, mlp_ratio * dim, bias=False), nn.GELU(),
+                              nn.Linear(mlp_ratio * dim, dim, bias=False)))) for _ in range(n_layers))
+        self.proj_out = nn.Linear(dim, dim)
+        self.ln_f = nn.LayerNorm(dim)
+
+    def forward(self, encoder_tokens):
+        tokens = self.proj_in(encoder_tokens)  # (B, N, C)
+        queries = self.queries.expand(tokens.shape[0], -1, -1)  # (B, N_q, C)
+        for layer in self.layers:
+            queries = queries + layer["attn"](tokens, queries)
+            queries = queries + layer["mlp"](queries)
+        return self.ln_f(self.proj_out(queries))  # (B, N_q, C)
+
+    def load_pretrained(self, path):
+        """Initialise from a pretrained resampler (the IP-Adapter / DynamiCrafter layout, e.g. DynamiCrafter's
+        checkpoint, whose keys start with "image_proj_model."), keeping its first N_q queries, as the release
+        does. Every weight of this module must be found, with its shape."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state)
+        prefixes = {k[:-len("latents")] for k in state if k.endswith("latents")}
+        if len(prefixes) != 1:
+            raise ValueError(f"{path}: expected one resampler (a key ending in 'latents'), found {len(prefixes)}")
+        prefix = prefixes.pop()
+        names = {"queries": "latents", "proj_in": "proj_in", "proj_out": "proj_out", "ln_f": "norm_out"}
+        parts = {"attn.norm_tokens": "0.norm1", "attn.norm_queries": "0.norm2", "attn.to_q": "0.to_q",
+                 "attn.to_kv": "0.to_kv", "attn.to_out": "0.to_out", "mlp": "1"}
+        theirs = {}
+        for name in self.state_dict():
+            head, _, rest = name.partition(".")
+            if head == "layers":
+                i, _, rest = rest.partition(".")
+                part = next(p for p in parts if rest.startswith(p + "."))
+                theirs[name] = f"layers.{i}.{parts[part]}{rest[len(part):]}"
+            else:
+                theirs[name] = names[head] + (f".{rest}" if rest else "")
+        missing = [prefix + k for k in theirs.values() if prefix + k not in state]
+        if missing:
+            raise ValueError(f"{path}: no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
+                             f"for this {len(self.layers)}-layer resampler")
+        loaded = {name: state[prefix + key] for name, key in theirs.items()}
+        loaded["queries"] = loaded["queries"].reshape(-1, loaded["queries"].shape[-1])[:self.n_queries]
+        self.load_state_dict(loaded)  # raises on a shape that differs, naming the weight
+
+
 class DeepTokenizer(nn.Module):
     """E + Q. `encode` takes images (B, 3, H, W) -> (B, N_q, C) or keyframes (B, T, 3, H, W) -> (B, T, N_q, C)."""
 
-    def __init__(self, clip_model, n_queries=16, dim=1024, q_layers=4, q_heads=16, train_encoder=False):
+    def __init__(self, clip_model, n_queries=16, dim=1024, q_layers=4, q_heads=16, train_encoder=False,
+                 q_type="transformer", q_head_dim=64):
         super().__init__()
         self.encoder = FrameEncoder(clip_model, trainable=train_encoder)
-        self.query = QueryTransformer(self.encoder.width, dim, n_queries, q_layers, q_heads, self.encoder.num_tokens)
+        if q_type == "transformer":
+            self.query = QueryTransformer(self.encoder.width, dim, n_queries, q_layers, q_heads, self.encoder.num_tokens)
+        elif q_type == "perceiver":
+            self.query = PerceiverResampler(self.encoder.width, dim, n_queries, q_layers, q_heads, q_head_dim)
+        else:
+            raise ValueError(f"unknown q_type {q_type!r}; expected 'transformer' or 'perceiver'")
         self.n_queries, self.dim = n_queries, dim
 
     def encode(self, frames):
@@ -190,17 +272,24 @@ def build_autoencoder(cfg):
     """(DeepTokenizer, denoiser) from a train_tokenizer.py config dict (random weights unless pretrained)."""
     from diffusion import VideoUNet
     tokenizer = DeepTokenizer(create_clip(cfg["clip_model"], cfg.get("clip_pretrained", "")), cfg["n_queries"],
-                              cfg["token_dim"], cfg["q_layers"], cfg["q_heads"], cfg["train_encoder"])
+                              cfg["token_dim"], cfg["q_layers"], cfg["q_heads"], cfg["train_encoder"],
+                              cfg.get("q_type", "transformer"), cfg.get("q_head_dim", 64))
+    if cfg.get("q_pretrained"):
+        if not isinstance(tokenizer.query, PerceiverResampler):
+            raise ValueError("q_pretrained (a pretrained resampler's weights) needs q_type='perceiver'")
+        tokenizer.query.load_pretrained(cfg["q_pretrained"])
     if cfg["denoiser"] == "unet":
         denoiser = VideoUNet(cfg["token_dim"], cfg["n_queries"], cfg["clip_frames"] + 1, cfg["image_size"],
                              tuple(cfg["unet_channels"]), cfg["map_channels"], cfg["max_stride"],
-                             render_maps=cfg.get("keyframe_loss_weight", 0) > 0)
+                             render_maps=cfg.get("keyframe_loss_weight", 0) > 0,
+                             per_frame_context=cfg.get("per_frame_context", False))
     elif cfg["denoiser"] == "unet3d":  # the paper-size latent video UNet + VAE, from a local diffusers directory
         from diffusion import LatentVideoDenoiser
         if not cfg.get("pretrained_dir"):
             raise ValueError("denoiser 'unet3d' needs cfg['pretrained_dir'] (a diffusers directory with unet/ and vae/), "
                              + ("which is empty" if "pretrained_dir" in cfg else "which is not a key of this config"))
-        denoiser = LatentVideoDenoiser.from_pretrained(cfg["pretrained_dir"], cfg["token_dim"], cfg["max_stride"])
+        denoiser = LatentVideoDenoiser.from_pretrained(cfg["pretrained_dir"], cfg["token_dim"], cfg["max_stride"],
+                                                       cfg.get("per_frame_context", False))
     else:
         raise ValueError(f"unknown denoiser {cfg['denoiser']!r}; expected 'unet' or 'unet3d'")
     return tokenizer, denoiser
@@ -218,7 +307,7 @@ def load_autoencoder(ckpt_path, device="cpu"):
     ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
     if "tokenizer" not in ckpt or "config" not in ckpt:
         raise ValueError(f"{ckpt_path} is not a train_tokenizer.py checkpoint (keys: {sorted(ckpt)})")
-    cfg = dict(ckpt["config"], clip_pretrained="")  # the checkpoint holds the encoder weights itself
+    cfg = dict(ckpt["config"], clip_pretrained="", q_pretrained="")  # the checkpoint holds these weights itself
     root = logging.getLogger()  # open_clip warns here that the CLIP has random weights: true only until the
     root.addFilter(random_clip_warning)  # checkpoint's are loaded below, so that one warning is dropped
     try:

@@ -64,10 +64,13 @@ gmm_k = 16
 text_drop_prob = 0.1
 visual_drop_prob = 0.05
 token_norm = True  # standardise deep tokens per (token, channel) with the training set's statistics (scratch only)
+gmm_means_from_l2 = True  # L2 -> GMM stage: every component's mean starts at the L2 head's prediction (else fresh)
+from_scratch = True  # False: the backbone must come with weights (a local directory), as the paper's does
 # sampling defaults, stored in the checkpoint's config for sample.py (its flags override); the paper's release values
 sample_temperature = 1.0  # mixture-component temperature (0 = the most likely component)
 sample_var_scale = 0.01  # GMM variance scale
 sample_cfg_scale = 1.0  # AR classifier-free guidance (1 = off)
+sample_cfg_mode = "params"  # guide the predicted distributions; "samples": guide two drawn tokens (the release)
 # optimizer: AdamW (fused kernel on CUDA and CPU), warm-up + cosine (paper: lr 1e-4, betas (0.9, 0.98), eps 1e-6, wd 0.05)
 batch_size = 32  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
@@ -181,14 +184,15 @@ class Batches:
         return batch
 
 
-def load_matching(model, state, source, source_loss=None):
+def load_matching(model, state, source, source_loss=None, means_from_l2=True):
     """Load a state dict into `model`, except a mismatched last layer of the output projection
     (the head's size changes with loss / K, e.g. stage 2 L2 -> stage 3 GMM). Returns the skipped
     keys and how their layer was initialised (for the log).
 
-    L2 -> GMM (source_loss "l2"): the L2 head's prediction becomes every component's mean
-    (plus a tenth of the fresh init, to tell components apart); variances and mixture
-    logits start fresh. So the GMM stage starts from what the L2 stage learned to predict."""
+    L2 -> GMM (source_loss "l2") with means_from_l2: the L2 head's prediction becomes every component's
+    mean (plus a tenth of the fresh init, to tell components apart); variances and mixture logits start
+    fresh. So the GMM stage starts from what the L2 stage learned to predict. Without it the whole
+    layer starts fresh, as the authors' release does."""
     own, last = model.state_dict(), f"out_proj.{len(model.out_proj) - 1}."
     skipped = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
     for k in skipped:
@@ -197,7 +201,7 @@ def load_matching(model, state, source, source_loss=None):
     missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
     if set(missing) != set(skipped) or unexpected:
         raise ValueError(f"{source}: missing keys {sorted(set(missing) - set(skipped))}, unexpected keys {unexpected}")
-    if not (skipped and source_loss == "l2" and model.cfg.loss == "gmm"):
+    if not (skipped and source_loss == "l2" and model.cfg.loss == "gmm" and means_from_l2):
         return skipped, "freshly initialised"
     K, C, layer = model.cfg.gmm_k, model.cfg.token_dim, model.out_proj[-1]
     with torch.no_grad():
@@ -226,6 +230,10 @@ def main(config):
     # model: scratch, resume, or the previous stage's weights (architecture from its checkpoint)
     ckpt, iter_num, start_iter, best_score = None, 0, 0, math.inf
     if init_from == "scratch":
+        if not from_scratch and not os.path.isdir(backbone):
+            sys.exit(f"config error: backbone {backbone!r} is not a directory with weights, and from_scratch=False: this "
+                     f"config trains from a pretrained LM (the paper's). Set backbone to a local directory holding its "
+                     f"weights (save_pretrained / the released files), or from_scratch=True to train a random one")
         cfg = ARConfig(backbone=backbone, n_queries=n_queries, token_dim=token_dim, max_keyframes=max_keyframes,
                        text_len=text_len, loss=loss, gmm_k=gmm_k, text_drop_prob=text_drop_prob, visual_drop_prob=visual_drop_prob,
                        token_norm=token_norm)
@@ -248,7 +256,7 @@ def main(config):
         iter_num = start_iter = ckpt["iter_num"]
         log(f"resuming from {source} at step {iter_num}")
     elif ckpt is not None:
-        skipped, head_init = load_matching(raw_model, ckpt["model"], source, source_cfg.loss)
+        skipped, head_init = load_matching(raw_model, ckpt["model"], source, source_cfg.loss, gmm_means_from_l2)
         log(f"init_from {source}: backbone, text_len={cfg.text_len}, max_keyframes={cfg.max_keyframes} from there; "
             f"loaded {len(ckpt['model']) - len(skipped)} tensors" + (
             f"; output projection last layer {', '.join(skipped)} NOT loaded (shape changed: loss "

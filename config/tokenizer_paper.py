@@ -13,13 +13,19 @@ clip_model = "ViT-H-14"
 clip_pretrained = "laion2b_s32b_b79k"
 clip_pretrain_iters = 0  # a real CLIP: no stand-in pre-training
 train_encoder = False
-# Q: 4 layers, width 1024, 16 queries (supp. 6 says 12 heads, which does not divide 1024; 16 heads of 64 here)
+# Q: the release's Perceiver-style resampler, 4 layers, width 1024, 16 queries, 12 heads of 64 (supp. 6: 12 heads);
+# the release starts it from DynamiCrafter's own resampler (its first 16 queries): set q_pretrained to that file
+q_type = "perceiver"
 n_queries = 16
 token_dim = 1024
 q_layers = 4
-q_heads = 16
-# decoder: the latent video UNet + frozen VAE in pretrained_dir/unet and pretrained_dir/vae (diffusers layout)
+q_heads = 12
+q_head_dim = 64
+q_pretrained = ""
+# decoder: the latent video UNet + frozen VAE in pretrained_dir/unet and pretrained_dir/vae (diffusers layout); each
+# frame cross-attends to its own keyframe's 16 tokens (the release: head for the first half, rear for the second)
 denoiser = "unet3d"
+per_frame_context = True
 pretrained_dir = "weights/zeroscope"  # placeholder: a local copy of e.g. zeroscope_v2 / text-to-video-ms-1.7b
 # clips: 16 frames (head + 14 in-between + rear) of 256 x 256, frame stride drawn from 1..6 (supp. 6)
 image_size = 256
@@ -31,9 +37,10 @@ probe_videos = 0  # the linear probes read the shapes set's captions and analyse
 eval_clips = 8
 eval_interval = 5000
 log_interval = 50
-# diffusion: v-prediction, zero-terminal-SNR scaled-linear schedule, 5% condition drop; the diffusion loss alone
+# diffusion: v-prediction, zero-terminal-SNR scaled-linear schedule, 10% condition drop (the release's); the diffusion loss alone
 # (no keyframe redraw loss) and Q's queries in their own order (no renumbering): the paper's. Eval reconstructions
 # with the paper's sampler: DDIM 50 steps, CFG 7.5, guidance rescale 0.7
+cond_drop_prob = 0.1
 keyframe_loss_weight = 0.0
 order_clips = 0
 ddim_steps = 50

@@ -79,9 +79,9 @@ def test_prompt_and_token_drops():
     assert ((per_position_loss(m, PROMPTS, tokens) - per_position_loss(m, PROMPTS, changed))[:, 1, 1:].abs() > 1e-6).all()
 
 
-@pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
-def test_generate_kv_cache_matches_recompute(model, cfg_scale):
-    kw = dict(var_scale=1.0, temperature=1.0, cfg_scale=cfg_scale)
+@pytest.mark.parametrize("cfg_scale,cfg_mode", [(1.0, "params"), (3.0, "params"), (3.0, "samples")])
+def test_generate_kv_cache_matches_recompute(model, cfg_scale, cfg_mode):
+    kw = dict(var_scale=1.0, temperature=1.0, cfg_scale=cfg_scale, cfg_mode=cfg_mode)
     a = model.generate(PROMPTS, 3, generator=torch.Generator().manual_seed(0), **kw)
     b = model.generate(PROMPTS, 3, generator=torch.Generator().manual_seed(0), use_cache=False, **kw)
     c = model.generate(PROMPTS, 3, generator=torch.Generator().manual_seed(1), **kw)
@@ -177,6 +177,29 @@ def test_guidance_extrapolates_means_and_logits_keeps_variances():
     torch.testing.assert_close(g[:, 32:64], c[:, 32:64])
     torch.testing.assert_close(g[:, 64:], u[:, 64:] + 2.5 * (c[:, 64:] - u[:, 64:]))
     torch.testing.assert_close(m._guide(torch.cat([c, u]), 1.0), c)
+
+
+def test_release_guidance_guides_two_drawn_tokens_and_feeds_the_guided_one():
+    """cfg_mode "samples" (the authors' release): the conditional and the unconditional pass each draw a token from
+    their own GMM (here the argmax component's mean), the guided token u + s (c - u) is what comes out and what both
+    passes are fed next. Reference: gmm.gmm_sample on the head outputs the first generate step computes."""
+    import gmm
+    m = tiny()
+    heads, fed = [], []
+    hooks = [m.out_proj.register_forward_hook(lambda mod, a, out: heads.append(out)),
+             m.in_proj.register_forward_pre_hook(lambda mod, a: fed.append(a[0]))]
+    try:
+        out = m.generate(PROMPTS, 2, var_scale=0.0, temperature=0.0, cfg_scale=2.5, cfg_mode="samples")
+    finally:
+        for h in hooks:
+            h.remove()
+    c, u = gmm.gmm_sample(heads[0].float(), 4, var_scale=0.0, temperature=0.0).chunk(2)  # (B, C) each
+    torch.testing.assert_close(out[:, 0, 0], u + 2.5 * (c - u))
+    torch.testing.assert_close(fed[1], (u + 2.5 * (c - u)).repeat(2, 1))  # fed back to both passes
+    params = m.generate(PROMPTS, 2, var_scale=0.0, temperature=0.0, cfg_scale=2.5, cfg_mode="params")
+    assert not torch.allclose(params[:, 0, 0], out[:, 0, 0])  # the two modes differ
+    with pytest.raises(ValueError, match="unknown cfg_mode 'tokens'"):
+        m.generate(PROMPTS, 2, cfg_scale=2.5, cfg_mode="tokens")
 
 
 def test_pretrained_directory_with_its_tokenizer(tmp_path):

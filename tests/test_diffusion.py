@@ -320,3 +320,31 @@ def test_ddim_sample_zero_snr_first_step(num_steps):
     z = torch.randn(SHAPE, generator=torch.Generator().manual_seed(14))
     expected = a_prev.sqrt() * (-v) + (1 - a_prev).sqrt() * z
     torch.testing.assert_close(seen[1][0], expected.float())
+
+
+@pytest.mark.parametrize("num_frames,head_frames", [(9, 5), (16, 8), (2, 1)])
+def test_video_unet_per_frame_context_reads_own_keyframe_only(num_frames, head_frames):
+    """In the per-frame mode every cross-attention layer of frame f reads only its own keyframe's N_q tokens:
+    the first half of the clip (the middle frame of an odd count included) the head's, the rest the rear's."""
+    from diffusion import CrossAttention, VideoUNet
+    B, N_q, D = 2, 4, 16
+    cond = torch.randn(B, 2 * N_q, D)
+    for per_frame in (True, False):
+        torch.manual_seed(0)
+        unet = VideoUNet(D, N_q, num_frames, 16, (16, 32), 4, 4, per_frame_context=per_frame)
+        contexts = []
+        hooks = [m.register_forward_hook(lambda mod, inp, out: contexts.append(inp[1]))
+                 for m in unet.modules() if isinstance(m, CrossAttention)]
+        unet(torch.randn(B, num_frames, 3, 16, 16), torch.tensor([3, 700]), cond, torch.tensor([1, 2]))
+        for h in hooks:
+            h.remove()
+        head, rear = cond[:, :N_q] + unet.head_rear[0], cond[:, N_q:] + unet.head_rear[1]
+        assert len(contexts) == 3  # level 1 down, mid, level 1 up
+        for context in contexts:
+            if per_frame:
+                context = context.view(B, num_frames, N_q, D)
+                for f in range(num_frames):
+                    assert torch.equal(context[:, f], head if f < head_frames else rear), f
+            else:
+                assert torch.equal(context.view(B, num_frames, 2 * N_q, D),
+                                   torch.cat([head, rear], 1)[:, None].expand(-1, num_frames, -1, -1))

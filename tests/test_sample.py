@@ -85,7 +85,7 @@ def test_end_to_end_writes_mp4_gif_npz(ckpts, tmp_path):
     assert "wrote 2 video(s) of 9 frames" in r.stdout
     # train_tokenizer.py's defaults are in the checkpoint; this AR checkpoint has no config: the paper's values
     assert ("decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint); AR: temperature 1 (paper), "
-            "var_scale 0.01 (paper), CFG 1 (paper)") in r.stdout
+            "var_scale 0.01 (paper), CFG 1 (paper), CFG on samples (paper)") in r.stdout
 
 
 def test_same_seed_same_videos(ckpts):
@@ -168,14 +168,15 @@ def test_sampling_settings_default_to_the_checkpoints(ckpts, tmp_path):
     the keys get the paper's values."""
     tok = resave_tokenizer(ckpts["tok"], tmp_path / "tok.pt", ddim_steps=3, cfg_scale=2.5, guidance_rescale=0.2)
     ar = save_ar(str(tmp_path / "ar.pt"), 32, config=dict(sample_temperature=0.0, sample_var_scale=0.5,
-                                                          sample_cfg_scale=3.0))
+                                                          sample_cfg_scale=3.0, sample_cfg_mode="params"))
     cfg, ar_config = sample.load_tokenizer(tok)[2], sample.load_ar(ar)[1]
     args = sample.parse_args([])
     line = sample.model_defaults(args, cfg, ar_config)
     assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (3, 2.5, 0.2)
-    assert (args.temperature, args.var_scale, args.ar_cfg_scale) == (0.0, 0.5, 3.0)
+    assert (args.temperature, args.var_scale, args.ar_cfg_scale, args.ar_cfg_mode) == (0.0, 0.5, 3.0, "params")
     assert line == ("decoder: DDIM 3 steps (checkpoint), CFG 2.5 (checkpoint), rescale 0.2 (checkpoint); "
-                    "AR: temperature 0 (checkpoint), var_scale 0.5 (checkpoint), CFG 3 (checkpoint)")
+                    "AR: temperature 0 (checkpoint), var_scale 0.5 (checkpoint), CFG 3 (checkpoint), CFG on params "
+                    "(checkpoint)")
     args = sample.parse_args(["--ddim_steps", "7", "--cfg_scale", "1.5", "--temperature", "0.5", "--ar_cfg_scale", "1"])
     line = sample.model_defaults(args, cfg, ar_config)
     assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (7, 1.5, 0.2)
@@ -185,8 +186,8 @@ def test_sampling_settings_default_to_the_checkpoints(ckpts, tmp_path):
     args = sample.parse_args(["--var_scale", "0"])
     line = sample.model_defaults(args, sample.load_tokenizer(old)[2], sample.load_ar(ckpts["ar"])[1])
     assert (args.ddim_steps, args.cfg_scale, args.guidance_rescale) == (50, 7.5, 0.7)
-    assert (args.temperature, args.var_scale, args.ar_cfg_scale) == (1.0, 0.0, 1.0)
-    assert "checkpoint" not in line and line.count("(paper)") == 5
+    assert (args.temperature, args.var_scale, args.ar_cfg_scale, args.ar_cfg_mode) == (1.0, 0.0, 1.0, "samples")
+    assert "checkpoint" not in line and line.count("(paper)") == 6
 
 
 def test_write_video_pads_odd_sizes(tmp_path):
@@ -269,3 +270,38 @@ def test_encode_splits_shards_over_torchrun_processes_and_resumes(ckpts, shapes_
                            capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and sorted(os.listdir(tmp_path / "one")) == names
     assert os.path.getmtime(tmp_path / "one" / names[0]) == stamp  # kept, not rewritten
+
+
+@pytest.mark.parametrize("zero_last", [False, True])
+def test_zero_tokens_zeroes_the_first_k_or_the_last_k(ckpts, shapes_dir, monkeypatch, zero_last):
+    """Fig. 4: --zero_tokens k zeroes the first k deep tokens of every keyframe (the authors' release), --zero_last
+    the last k; the others are the keyframes' own tokens."""
+    tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
+    video = data.read_frames(os.path.join(shapes_dir, "videos", "000000.mp4"))
+    seen = []
+    monkeypatch.setattr(sample, "decode_videos", lambda tok, den, cfg, tokens, *a, **kw: seen.append(tokens.clone())
+                        or torch.zeros(1, cfg["clip_frames"] + 1, 8, 8, 3, dtype=torch.uint8))
+    sample.reconstruct_video(tokenizer, denoiser, cfg, video, zero_tokens=1, zero_last=zero_last, num_keyframes=3)
+    with torch.no_grad():
+        own = tokenizer.encode(data.to_tensor(video[:17:8], cfg["image_size"]))  # (3, N_q, C)
+    zeroed = [3] if zero_last else [0]
+    kept = [i for i in range(4) if i not in zeroed]
+    assert seen[0].shape == (1, 3, 4, own.shape[-1])
+    assert torch.count_nonzero(seen[0][0, :, zeroed]) == 0
+    torch.testing.assert_close(seen[0][0, :, kept], own[:, kept])
+
+
+def test_default_frame_stride_spans_one_keyframe_interval_or_takes_the_tokenizers():
+    """A clip spans one keyframe interval where the decoder's clips are shorter (the tiny configuration: 8 // 8 = 1,
+    8 // 4 = 2); the paper's 16-frame decoder gets the stride its checkpoint was scored at (6), with no flag."""
+    tiny = dict(clip_frames=8, denoiser="unet", max_stride=4, eval_stride=1)
+    assert sample.check_stride(tiny, 8) == 1 and sample.check_stride(dict(tiny, clip_frames=4), 8) == 2
+    assert sample.check_stride(tiny, 8, frame_stride=3) == 3
+    import train_tokenizer
+    from configurator import apply_config
+    paper = apply_config(dict(vars(train_tokenizer)), [os.path.join(ROOT, "config", "tokenizer_paper.py")])
+    assert sample.check_stride(paper, 8) == 6 == sample.check_stride(paper, 14)
+    with pytest.raises(sample.SampleError, match="frame stride 0 < 1"):
+        sample.check_stride(dict(clip_frames=15, denoiser="unet3d"), 8)  # an old checkpoint without eval_stride
+    with pytest.raises(sample.SampleError, match="exceeds the decoder's max_stride 4"):
+        sample.check_stride(tiny, 40)

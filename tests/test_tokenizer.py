@@ -96,3 +96,80 @@ def test_denoiser_rejects_wrong_clip_shape(tiny):
     _, _, denoiser = tiny
     with pytest.raises(ValueError, match="5 frames of 32px"):
         denoiser(torch.zeros(1, 9, 3, 32, 32), torch.zeros(1, dtype=torch.long), torch.zeros(1, 8, 32), torch.ones(1, dtype=torch.long))
+
+
+class ReferenceResampler(torch.nn.Module):
+    """An independent resampler in the IP-Adapter / DynamiCrafter state-dict layout (latents, proj_in, layers.i.0 =
+    attention with norm1 / norm2 / to_q / to_kv / to_out, layers.i.1 = LayerNorm + bias-free MLP, proj_out,
+    norm_out), written from its description, with its own attention arithmetic (scale split over q and k)."""
+
+    def __init__(self, in_dim, dim, n_latents, depth, heads, head_dim):
+        super().__init__()
+        nn = torch.nn
+        self.heads = heads
+        self.latents = nn.Parameter(torch.randn(1, n_latents, dim))
+        self.proj_in, self.proj_out, self.norm_out = nn.Linear(in_dim, dim), nn.Linear(dim, dim), nn.LayerNorm(dim)
+        inner = heads * head_dim
+        self.layers = nn.ModuleList(nn.ModuleList([
+            nn.ModuleDict(dict(norm1=nn.LayerNorm(dim), norm2=nn.LayerNorm(dim), to_q=nn.Linear(dim, inner, bias=False),
+                               to_kv=nn.Linear(dim, 2 * inner, bias=False), to_out=nn.Linear(inner, dim, bias=False))),
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim, bias=False), nn.GELU(),
+                          nn.Linear(4 * dim, dim, bias=False))]) for _ in range(depth))
+        for p in self.parameters():  # LayerNorms away from 1 / 0, so a swapped norm shows
+            torch.nn.init.normal_(p, std=0.3)
+
+    def forward(self, x):
+        lat = self.latents.repeat(x.shape[0], 1, 1)
+        x = self.proj_in(x)
+        for attn, ff in self.layers:
+            xn, ln = attn["norm1"](x), attn["norm2"](lat)
+            q = attn["to_q"](ln)
+            k, v = attn["to_kv"](torch.cat([xn, ln], 1)).chunk(2, -1)
+            split = lambda z: z.view(z.shape[0], z.shape[1], self.heads, -1).permute(0, 2, 1, 3)
+            q, k, v = split(q), split(k), split(v)
+            s = q.shape[-1] ** -0.25
+            w = torch.softmax((q * s) @ (k * s).transpose(-1, -2), -1)
+            lat = attn["to_out"]((w @ v).permute(0, 2, 1, 3).flatten(2)) + lat
+            lat = ff(lat) + lat
+        return self.norm_out(self.proj_out(lat))
+
+
+def test_perceiver_resampler_loads_a_pretrained_resampler(tmp_path):
+    """q_type 'perceiver' = the release's Q: a pretrained resampler's file (DynamiCrafter's checkpoint layout,
+    its queries for several frames) loads into it, keeps the first N_q queries and then computes what the
+    reference computes with those queries; a file of another depth is refused by name."""
+    from tokenizer import PerceiverResampler
+    torch.manual_seed(0)
+    in_dim, dim, n_q, depth, heads, head_dim = 24, 32, 4, 2, 3, 8
+    ref = ReferenceResampler(in_dim, dim, 3 * n_q, depth, heads, head_dim)  # queries for 3 frames, as DynamiCrafter's
+    path = str(tmp_path / "dynamicrafter.ckpt")
+    torch.save({"state_dict": {"image_proj_model." + k: v for k, v in ref.state_dict().items()}
+                | {"model.diffusion_model.out.weight": torch.zeros(1)}}, path)
+    q = PerceiverResampler(in_dim, dim, n_q, depth, heads, head_dim)
+    q.load_pretrained(path)
+    assert torch.equal(q.queries, ref.latents[0, :n_q])
+    ref.latents = torch.nn.Parameter(ref.latents[:, :n_q].clone())
+    tokens = torch.randn(2, 10, in_dim)
+    with torch.no_grad():
+        torch.testing.assert_close(q(tokens), ref(tokens), atol=1e-5, rtol=1e-5)
+        assert q(tokens).shape == (2, n_q, dim)
+    with pytest.raises(ValueError, match=r"no image_proj_model\.layers\.2\..* for this 3-layer resampler"):
+        PerceiverResampler(in_dim, dim, n_q, 3, heads, head_dim).load_pretrained(path)
+
+
+def test_perceiver_updates_only_the_queries():
+    """The resampler's structure: every layer's keys and values are [E tokens; queries] but only the queries are
+    carried to the next layer, so a query's deep token moves when E's tokens move, and N_q queries give N_q tokens
+    whatever the number of E tokens; no position embedding on E's tokens (a permutation of them changes nothing)."""
+    from tokenizer import PerceiverResampler
+    torch.manual_seed(0)
+    q = PerceiverResampler(16, 32, 5, 2, 4, 8).eval()
+    tokens = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        out = q(tokens)
+        assert out.shape == (2, 5, 32) and q(torch.randn(2, 20, 16)).shape == (2, 5, 32)
+        torch.testing.assert_close(q(tokens[:, torch.randperm(9)]), out, atol=1e-5, rtol=1e-5)
+        assert not torch.allclose(q(tokens + 0.1 * torch.randn_like(tokens)), out)
+        torch.testing.assert_close(out.mean(-1), torch.zeros(2, 5), atol=1e-5, rtol=0)  # ends with a LayerNorm
+    names = {n for n, _ in q.named_parameters()}
+    assert "layers.0.mlp.1.bias" not in names and "layers.0.attn.to_q.bias" not in names  # bias-free

@@ -147,6 +147,8 @@ def test_paper_config_applies_to_train_tokenizer():
     assert settings["batch_size"] * settings["gradient_accumulation_steps"] == 64  # global, over all processes
     assert settings["min_lr"] == settings["learning_rate"]  # constant
     assert (settings["keyframe_loss_weight"], settings["order_clips"], settings["cfg_scale"]) == (0.0, 0, 7.5)
+    assert (settings["q_type"], settings["q_heads"], settings["q_head_dim"]) == ("perceiver", 12, 64)  # the release's
+    assert settings["per_frame_context"] and settings["cond_drop_prob"] == 0.1
 
 
 def test_paper_size_parameter_counts():
@@ -156,9 +158,11 @@ def test_paper_size_parameter_counts():
     exec(open(PAPER_CONFIG).read(), cfg)
     with torch.device("meta"):
         clip = open_clip.create_model(cfg["clip_model"], device="meta")  # pretrained=None: random init, on meta
-        query = tok.QueryTransformer(clip.visual.transformer.width, cfg["token_dim"], cfg["n_queries"],
-                                     cfg["q_layers"], cfg["q_heads"], n_tokens=257)
-        den = diffusion.LatentVideoDenoiser.from_config(MODELSCOPE_UNET, SD_VAE, cfg["token_dim"], cfg["max_stride"])
+        tokenizer = tok.DeepTokenizer(clip, cfg["n_queries"], cfg["token_dim"], cfg["q_layers"], cfg["q_heads"],
+                                      q_type=cfg["q_type"], q_head_dim=cfg["q_head_dim"])
+        query = tokenizer.query
+        den = diffusion.LatentVideoDenoiser.from_config(MODELSCOPE_UNET, SD_VAE, cfg["token_dim"], cfg["max_stride"],
+                                                        cfg["per_frame_context"])
         # Stable Diffusion 2.1's UNet: the spatial half of ModelScope-T2V's
         sd21 = UNet2DConditionModel(sample_size=96, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
                                     cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20),
@@ -167,10 +171,14 @@ def test_paper_size_parameter_counts():
     # E: ViT-H/14 visual tower, 32 layers of width 1280, 257 tokens: 632.08M (open_clip's model table says 632.08M)
     assert clip.visual.transformer.width == 1280 and clip.visual.grid_size == (16, 16)
     assert n_params(clip.visual) == 632_076_800
-    # Q: 4 pre-norm blocks of width C = 1024 (12 C^2 + 13 C each: qkv, proj, 4x MLP, 2 LayerNorms) + proj_in
-    # 1280 -> 1024 + a position embedding of the 257 encoder tokens + 16 queries + final LayerNorm = 52.0M
-    C = cfg["token_dim"]
-    assert n_params(query) == 4 * (12 * C * C + 13 * C) + (1280 * C + C) + 257 * C + 16 * C + 2 * C == 51_978_240
+    # Q: the release's resampler, 4 layers of width C = 1024 with 12 heads of 64 (inner width 768): per layer
+    # 2 LayerNorms + to_q (C x 768) + to_kv (C x 1536) + to_out (768 x C), all bias-free, then a LayerNorm and a
+    # bias-free 4x MLP; + proj_in 1280 -> 1024, 16 queries, proj_out C -> C, final LayerNorm = 48.5M
+    C, inner = cfg["token_dim"], cfg["q_heads"] * cfg["q_head_dim"]
+    assert isinstance(query, tok.PerceiverResampler) and inner == 768
+    per_layer = 4 * C + 4 * C * inner + 2 * C + 8 * C * C
+    assert n_params(query) == 4 * per_layer + (1280 * C + C) + 16 * C + (C * C + C) + 2 * C == 48_541_696
+    assert len(den.split_processors) == 16  # every spatial cross-attention of the UNet reads its frame's keyframe
     # decoder: ModelScope-T2V's UNet3D is 1,411,233,860 parameters. Its report gives ~1.7B for the whole model
     # (VAE + OpenCLIP-H text encoder ~354M + UNet; the 1.7B is rounded), "0.5B of them temporal": the UNet minus
     # SD 2.1's 2D UNet (865.9M) is 0.545B, the temporal convolutions and attentions.
@@ -182,3 +190,49 @@ def test_paper_size_parameter_counts():
     assert isinstance(den.proj, torch.nn.Identity)  # 1024-d deep tokens fit the 1024-d text slot as they are
     assert n_params(den.vae) == 83_653_863  # the Stable Diffusion VAE, frozen
     assert n_params(den) == n_params(den.unet) + n_params(den.vae) + 2 * C
+
+
+def test_latent_denoiser_per_frame_context_at_the_attention_layer():
+    """OwnKeyframeAttnProcessor: each frame's cross-attention equals attention over its own keyframe's tokens
+    alone (an independent masked attention over all 2 N_q is the reference), and the rear tokens cannot reach
+    the first half of the clip at the first cross-attention layer; without the split they do."""
+    import torch.nn.functional as F
+    from diffusers.models.attention_processor import Attention
+    B, T, N_q, D = 2, 5, 3, 32
+    z = torch.randn(B, T, 4, 8, 8)
+    t, stride = torch.tensor([10, 900]), torch.tensor([1, 4])
+    cond = torch.randn(B, 2 * N_q, D)
+    moved = cond.clone()
+    moved[:, N_q:] += 1.0  # other rear tokens
+    outputs = {}
+    for per_frame in (True, False):
+        torch.manual_seed(0)
+        den = diffusion.LatentVideoDenoiser.from_config(TINY_UNET, TINY_VAE, D, 6, per_frame_context=per_frame)
+        cross = [m for m in den.unet.modules() if isinstance(m, Attention) and m.is_cross_attention]
+        assert len(den.split_processors) == (len(cross) if per_frame else 0) and len(cross) == 4
+        seen = []
+        hook = cross[0].register_forward_hook(
+            lambda mod, args, kwargs, out: seen.append((args[0], kwargs["encoder_hidden_states"], out)),
+            with_kwargs=True)
+        with torch.no_grad():
+            den(z, t, cond, stride)
+            den(z, t, moved, stride)
+        hook.remove()
+        (x, context, out), (x2, _, out_moved) = seen
+        assert torch.equal(x, x2)  # the first cross-attention's input does not depend on the tokens
+        outputs[per_frame] = out, out_moved
+        # independent reference: attention over all 2 N_q tokens, masked to the frame's own keyframe
+        attn = cross[0]
+        own = (torch.arange(T) >= (T + 1) // 2).repeat(B)  # (B*T,): 1 = rear
+        allowed = (torch.arange(2 * N_q)[None] >= N_q) == own[:, None]  # (B*T, 2 N_q)
+        heads = lambda y: y.view(y.shape[0], y.shape[1], attn.heads, -1).transpose(1, 2)
+        mask = allowed[:, None, None] if per_frame else None
+        ref = F.scaled_dot_product_attention(heads(attn.to_q(x)), heads(attn.to_k(context)),
+                                             heads(attn.to_v(context)), attn_mask=mask)
+        ref = attn.to_out[0](ref.transpose(1, 2).flatten(2))
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    out, out_moved = (y.view(B, T, *y.shape[1:]) for y in outputs[True])
+    assert torch.equal(out[:, :3], out_moved[:, :3])  # frames 0-2 read the head's tokens only
+    assert not torch.allclose(out[:, 3:], out_moved[:, 3:])
+    out, out_moved = (y.view(B, T, *y.shape[1:]) for y in outputs[False])
+    assert not torch.allclose(out[:, :3], out_moved[:, :3])  # every frame reads the rear's tokens

@@ -151,6 +151,11 @@ def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys)
         gap = (means - a[f"out_proj.4.{name}"]).abs()
         assert 0 < gap.max() <= bound + 1e-7, name
     assert (b["out_proj.4.weight"][4 * 8:].abs().max() > 2 * bound)  # variances and logits: a fresh init
+    log = train(common(token_dir, str(tmp_path / "s2_fresh"), init_from=src, loss="gmm", max_iters=1, eval_interval=1,
+                       learning_rate=0.0, min_lr=0.0, gmm_means_from_l2=False), capsys)
+    assert "freshly initialised" in log  # the release's switch: the whole last layer starts fresh
+    fresh = torch.load(tmp_path / "s2_fresh" / "ckpt.pt", weights_only=True)["model"]["out_proj.4.weight"][:4 * 8]
+    assert (fresh.unflatten(0, (4, 8)) - a["out_proj.4.weight"]).abs().max() > 2 * bound
     other = write_shards(str(tmp_path / "c6"), c=6)  # tokens with C=6 against a C=8 checkpoint
     with pytest.raises(ValueError, match=r"N_q=4, C=8.*N_q=4, C=6"):
         train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1), capsys)
@@ -239,9 +244,24 @@ def test_stage_configs():
     for prev, nxt in zip(stages, stages[1:]):
         assert nxt["init_from"] == prev["out_dir"] + "/ckpt.pt" and nxt["max_keyframes"] == prev["max_keyframes"]
     paper = apply_config(dict(defaults), [os.path.join(ROOT, "config/ar_paper_llama1b.py")])
-    assert (paper["backbone"], paper["text_len"], paper["max_keyframes"], paper["gmm_k"]) == ("llama-3.2-1b", 80, 16, 16)
+    assert (paper["text_len"], paper["max_keyframes"], paper["gmm_k"]) == (80, 16, 16)
     assert not paper["token_norm"]  # the paper's AR model reads raw deep tokens
+    assert not paper["from_scratch"] and not paper["gmm_means_from_l2"] and paper["sample_cfg_mode"] == "samples"
     assert paper["learning_rate"] == 1e-4 and paper["batch_size"] * paper["gradient_accumulation_steps"] == 256
+
+
+def test_paper_config_refuses_a_random_backbone(token_dir, tmp_path, capsys):
+    """from_scratch=False (the paper config's): a BACKBONES name builds random weights, so it is refused in one line;
+    a local directory with weights is taken; from_scratch=True trains the random one."""
+    with pytest.raises(SystemExit, match=r"backbone 'tiny-gpt2' is not a directory with weights, and from_scratch=False"):
+        train(common(token_dir, str(tmp_path / "a"), from_scratch=False, max_iters=1), capsys)
+    from ar_model import ARConfig, ARModel
+    local = str(tmp_path / "lm")
+    ARModel(ARConfig(backbone="tiny-gpt2", n_queries=4, token_dim=8)).backbone.save_pretrained(local)
+    log = train(common(token_dir, str(tmp_path / "b"), from_scratch=False, backbone=local, max_iters=1,
+                       eval_interval=1), capsys)
+    assert f"backbone {local}" in log
+    train(common(token_dir, str(tmp_path / "c"), from_scratch=True, max_iters=1, eval_interval=1), capsys)
 
 
 def test_torchrun_two_processes(token_dir, tmp_path):
