@@ -250,6 +250,30 @@ class ARModel(nn.Module):
             return gmm.gaussian_nll(params, target)
         return gmm.l2_loss(params, target)
 
+    def _head(self, text_ids, text_mask, tokens):
+        """Head outputs (B, T, N_q, P) at every visual position, for standardised tokens (B, T, N_q, C): the
+        state at BOV_n predicts q_(n,0), the state at q_(n,m) predicts q_(n,m+1)."""
+        B, T, Nq = tokens.shape[:3]
+        text = self.backbone.get_input_embeddings()(text_ids)  # (B, L, W)
+        vis = self._visual_inputs(tokens).flatten(1, 2).to(text.dtype)  # (B, T * (1 + N_q), W)
+        mask = torch.cat([text_mask, text_mask.new_ones(B, vis.shape[1])], 1)  # (B, L + T * (1 + N_q))
+        h = self._run(torch.cat([text, vis], 1), mask)
+        h = h[:, text.shape[1]:].unflatten(1, (T, Nq + 1))[:, :, :Nq]  # (B, T, N_q, W): states at BOV, q_0..q_Nq-2
+        return self.out_proj(h)
+
+    @torch.no_grad()
+    def predict(self, prompts, tokens, *, var_scale=1.0, temperature=1.0, generator=None):
+        """Teacher forcing: the deep token the model draws at every position of true deep tokens (B, T, N_q, C)
+        of B prompts, given the true ones before it -> (B, T, N_q, C), deep-token units. What the decoder is
+        fine-tuned on so that it tolerates the AR model's errors (supp. Sec. 6). Sampling as `generate`'s."""
+        was_training = self.training
+        self.eval()
+        ids, mask = (x.to(tokens.device) for x in self.tokenize_text(list(prompts), trim=True))
+        params = self._head(ids, mask, (tokens - self.token_mean) / self.token_std)  # (B, T, N_q, P)
+        drawn = self._sample(params.float(), var_scale, temperature, generator)  # (B, T, N_q, C)
+        self.train(was_training)
+        return drawn * self.token_std + self.token_mean
+
     def forward(self, text_ids, text_mask, tokens, num_keyframes=None, reduction="mean"):
         """Training loss of Eq. 2 with the Sec. 3.4 head.
 
@@ -266,12 +290,7 @@ class ARModel(nn.Module):
             L = text_ids.shape[1]  # left padding: the empty prompt's real tokens sit at the right end
             text_ids = torch.where(drop, self.empty_ids[:, -L:], text_ids)
             text_mask = torch.where(drop, self.empty_mask[:, -L:], text_mask)
-        text = self.backbone.get_input_embeddings()(text_ids)  # (B, L, W)
-        vis = self._visual_inputs(tokens).flatten(1, 2).to(text.dtype)  # (B, T * (1 + N_q), W)
-        mask = torch.cat([text_mask, text_mask.new_ones(B, vis.shape[1])], 1)  # (B, L + T * (1 + N_q))
-        h = self._run(torch.cat([text, vis], 1), mask)
-        h = h[:, text.shape[1]:].unflatten(1, (T, Nq + 1))[:, :, :Nq]  # (B, T, N_q, W): states at BOV, q_0..q_Nq-2
-        loss = self.nll(self.out_proj(h), tokens)  # (B, T, N_q)
+        loss = self.nll(self._head(text_ids, text_mask, tokens), tokens)  # (B, T, N_q)
         if reduction == "none":
             return loss
         valid = torch.ones(B, T, dtype=torch.bool, device=tokens.device) if num_keyframes is None else \
@@ -351,6 +370,19 @@ class ARModel(nn.Module):
                     new = torch.cat([new, bov(f + 1)], 1)  # (B', 2, W)
         self.train(was_training)
         return fed[:B] * self.token_std + self.token_mean  # (B, num_keyframes, N_q, C), deep-token units
+
+    @torch.no_grad()
+    def generate_long(self, prompts, num_keyframes, **sampling):
+        """Past the trained length (a sliding window): the first max_keyframes keyframes as `generate` makes
+        them, then each next one generated after the last max_keyframes - 1 as a prefix, whose frame indices
+        start again at 0. sampling: generate's keywords. -> (B, num_keyframes, N_q, C)."""
+        M = self.cfg.max_keyframes
+        if M < 2:
+            raise ValueError(f"a sliding window needs max_keyframes >= 2, the model has {M}")
+        out = self.generate(prompts, min(num_keyframes, M), **sampling)
+        while out.shape[1] < num_keyframes:
+            out = torch.cat([out, self.generate(prompts, M, prefix=out[:, 1 - M:], **sampling)[:, -1:]], 1)
+        return out
 
     def flop_params(self):
         """Parameters that cost FLOPs per token: all but the lookup tables (token, frame-index, position)."""

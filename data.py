@@ -4,6 +4,7 @@ the tokenizer and the AR model from any `path,caption` manifest.
 
     python data.py shapes --out data/shapes --num_videos 1000 --size 32 --num_frames 33 --seed 0
     python data.py motion --manifest data/shapes/videos.csv     # (re)compute motion scores
+    python data.py msrvtt --annotations MSRVTT/test_videodatainfo.json --videos MSRVTT/TestVideo --out data/msrvtt
 
 A manifest is a CSV with columns `path,caption` (paths relative to the manifest) and an
 optional `motion` column (see `motion_score`). Your own clips (e.g. WebVid exported as
@@ -30,7 +31,7 @@ log = logging.getLogger("data")
 logging.getLogger("imageio_ffmpeg").addFilter(lambda record: not record.getMessage().startswith("The frame size for"))
 
 # -----------------------------------------------------------------------------
-# The shapes set (spec in ../shared/REFERENCE.md)
+# The shapes set: one object per video on black, 7 colors x 3 shapes x 5 motions, bouncing off the edges
 
 COLORS = {
     "red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0),
@@ -559,17 +560,18 @@ class ClipDataset(ManifestDataset):
 class KeyframeDataset(ManifestDataset):
     """AR-model videos: keyframes every `keyframe_interval` frames at `fps`, at most `max_keyframes`.
 
-    Returns {'frames': (K, 3, size, size), 'caption': str}, 2 <= K <= max_keyframes.
+    Returns {'frames': (K, 3, size, size), 'caption': str}, min_keyframes <= K <= max_keyframes.
     """
 
-    def __init__(self, manifest, size, keyframe_interval, max_keyframes, **kw):
+    def __init__(self, manifest, size, keyframe_interval, max_keyframes, min_keyframes=2, **kw):
         super().__init__(manifest, size, **kw)
-        self.keyframe_interval, self.max_keyframes = keyframe_interval, max_keyframes
+        self.keyframe_interval, self.max_keyframes, self.min_keyframes = keyframe_interval, max_keyframes, min_keyframes
 
     def load(self, row, generator=None):
         frames = self.read(row["path"], self.keyframe_interval * np.arange(self.max_keyframes))  # from the start: no seek
-        if len(frames) < 2:
-            raise ValueError(f"too short: needs at least {self.keyframe_interval + 1} frames at {self.rate} for 2 keyframes")
+        if len(frames) < self.min_keyframes:
+            raise ValueError(f"too short: needs at least {self.keyframe_interval * (self.min_keyframes - 1) + 1} "
+                             f"frames at {self.rate} for {self.min_keyframes} keyframes")
         return {"frames": to_tensor(frames, self.size), "caption": row["caption"]}
 
 
@@ -686,6 +688,39 @@ def add_motion_scores(manifest):
     write_manifest(manifest, rows, columns)
 
 
+def msrvtt_test_set(annotations, video_dir, out, seed=0):
+    """The paper's zero-shot evaluation set (Sec. 4.2): MSR-VTT's test split (2,990 videos, video7010-video9999)
+    with one of each video's 20 captions drawn at random (seeded). `annotations`: MSR-VTT's JSON (e.g.
+    test_videodatainfo.json or MSRVTT_data.json: "videos" with video_id and split, "sentences" with video_id and
+    caption); `video_dir`: the {video_id}.mp4 files. Writes out/videos.csv (path,caption: FVD's real videos and
+    CLIPSIM's prompts) and out/prompts.txt (sample.py --prompts_file); a missing file is one warning and left out.
+    Returns the number of rows written."""
+    with open(annotations) as f:
+        meta = json.load(f)
+    test = sorted((v["video_id"] for v in meta["videos"] if v.get("split") == "test"), key=lambda v: int(v[5:]))
+    captions = {}
+    for sentence in meta["sentences"]:
+        captions.setdefault(sentence["video_id"], []).append(sentence["caption"].strip())
+    rng, rows, missing = np.random.default_rng(seed), [], 0
+    os.makedirs(out, exist_ok=True)
+    for video_id in test:
+        path = os.path.join(video_dir, f"{video_id}.mp4")
+        options = sorted(captions.get(video_id, []))
+        caption = options[rng.integers(len(options))] if options else None  # one draw per video, found or not
+        if caption is None or not os.path.isfile(path):
+            missing += 1
+            log.warning("skipping %s: %s", video_id, "no caption" if caption is None else f"no file {path}")
+            continue
+        rows.append({"path": os.path.relpath(os.path.abspath(path), os.path.abspath(out)), "caption": caption})
+    if not rows:
+        raise ValueError(f"{annotations}: none of its {len(test)} test videos has a caption and a file in {video_dir}")
+    write_manifest(os.path.join(out, "videos.csv"), rows, ["path", "caption"])
+    with open(os.path.join(out, "prompts.txt"), "w") as f:
+        f.write("".join(row["caption"] + "\n" for row in rows))
+    log.info("MSR-VTT test split: %d videos with one caption each -> %s (%d left out)", len(rows), out, missing)
+    return len(rows)
+
+
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -703,8 +738,18 @@ def main(argv=None):
     shapes.add_argument("--workers", type=int, default=2)
     motion = sub.add_parser("motion", help="add a motion column to a video manifest")
     motion.add_argument("--manifest", required=True)
+    msrvtt = sub.add_parser("msrvtt", help="MSR-VTT's test split with one random caption per video (zero-shot eval)")
+    msrvtt.add_argument("--annotations", required=True, help="MSR-VTT JSON: videos (video_id, split) + sentences")
+    msrvtt.add_argument("--videos", required=True, help="folder of the {video_id}.mp4 files")
+    msrvtt.add_argument("--out", default="data/msrvtt")
+    msrvtt.add_argument("--seed", type=int, default=0, help="which caption of each video")
     args = parser.parse_args(argv)
-    if args.command == "shapes":
+    if args.command == "msrvtt":
+        try:
+            msrvtt_test_set(args.annotations, args.videos, args.out, args.seed)
+        except (OSError, ValueError, KeyError) as e:
+            raise SystemExit(f"error: {e}")
+    elif args.command == "shapes":
         generate_shapes(args.out, args.num_videos, args.size, args.num_frames, args.seed, args.speed,
                         args.still_fraction, not args.no_antialias, args.workers, tuple(args.radius))
         log.info("wrote %d videos to %s (videos.csv, images.csv)", args.num_videos, args.out)

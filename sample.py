@@ -60,12 +60,14 @@ def first_line(error):
 
 
 def generate_tokens(ar, prompts, num_keyframes, *, seed=0, batch_size=64, progress=True, **sampling):
-    """The AR model's deep tokens (B, K, N_q, C) for B prompts (paper Eq. 2), `batch_size` prompts at a time.
-    sampling: ARModel.generate's var_scale, temperature and cfg_scale."""
+    """The AR model's deep tokens (B, K, N_q, C) for B prompts (paper Eq. 2), `batch_size` prompts at a time;
+    past the model's max_keyframes with a sliding window (ARModel.generate_long). sampling: ARModel.generate's
+    var_scale, temperature, cfg_scale and cfg_mode."""
     generator = torch.Generator(ar.bov.device).manual_seed(seed)
     starts = tqdm(range(0, len(prompts), batch_size), desc=f"AR: {len(prompts)} prompts", unit="batch",
                   disable=not progress)
-    return torch.cat([ar.generate(prompts[i:i + batch_size], num_keyframes, generator=generator, **sampling)
+    generate = ar.generate if num_keyframes <= ar.cfg.max_keyframes else ar.generate_long
+    return torch.cat([generate(prompts[i:i + batch_size], num_keyframes, generator=generator, **sampling)
                       for i in starts])
 
 
@@ -210,18 +212,19 @@ def load_ar(path, device="cpu"):
         raise SampleError(f"cannot load AR checkpoint {path}: {first_line(e)}") from None
 
 
-def check_num_keyframes(ar, n, keyframe_interval=8, ar_path="the AR model"):
+def check_num_keyframes(ar, n, keyframe_interval=8, ar_path="the AR model", sliding_window=False):
     m = ar.cfg.max_keyframes
     if n < 2:
         raise SampleError(f"--num_keyframes must be at least 2 (one clip lies between two keyframes), got {n}")
-    if n > m:
+    if n > m and not sliding_window:
         need = (n - 1) * keyframe_interval + 1
         raise SampleError(
             f"{ar_path} supports at most {m} keyframes (its max_keyframes), {n} were asked for. To make longer "
             f"videos, train an AR model for {n}: videos of >= {need} frames (python data.py shapes --num_frames "
             f"{need} ...), python tokenizer.py encode ... --max_keyframes {n}, and every train_ar.py stage with "
             f"--max_keyframes={n} and a backbone of >= text_len + {n} x (1 + N_q) = "
-            f"{ar.cfg.text_len + n * (1 + ar.cfg.n_queries)} positions")
+            f"{ar.cfg.text_len + n * (1 + ar.cfg.n_queries)} positions; or pass --sliding_window to continue past "
+            f"the trained length, each keyframe after the {m}th generated after the {m - 1} before it")
 
 
 def check_compatible(ar, cfg, ar_path="the AR checkpoint", tokenizer_path="the tokenizer checkpoint"):
@@ -273,10 +276,10 @@ def model_defaults(args, tokenizer_cfg, ar_config=None):
 
 def generate_videos(ar, tokenizer, denoiser, cfg, prompts, num_keyframes, *, seed=0, keyframe_interval=8,
                     frame_stride=None, var_scale=0.01, temperature=1.0, ar_cfg_scale=1.0, ar_cfg_mode="samples",
-                    ar_batch=64, progress=True, **decode_kw):
+                    ar_batch=64, sliding_window=False, progress=True, **decode_kw):
     """Text -> uint8 videos (B, (K-1) clip_frames + 1, S, S, 3) in one call from Python: `run`'s model checks,
     then its steps. decode_kw go to tokenizer.decode_clips (num_steps, eta, cfg_scale, batch_size, ...)."""
-    check_num_keyframes(ar, num_keyframes, keyframe_interval)
+    check_num_keyframes(ar, num_keyframes, keyframe_interval, sliding_window=sliding_window)
     check_compatible(ar, cfg)
     stride = check_stride(cfg, keyframe_interval, frame_stride)
     tokens = generate_tokens(ar, list(prompts), num_keyframes, seed=seed, batch_size=ar_batch, progress=progress,
@@ -300,6 +303,8 @@ def parse_args(argv=None):
     g.add_argument("--ar_cfg_mode", choices=["params", "samples"],
                    help="guide the predicted distributions, or two drawn tokens (the release)")
     g.add_argument("--ar_batch", type=int, default=64, help="prompts per AR generate call")
+    g.add_argument("--sliding_window", action="store_true",
+                   help="--num_keyframes past the model's max_keyframes: each next one after the last max_keyframes - 1")
     g = p.add_argument_group("diffusion decoder")
     g.add_argument("--cfg_scale", type=float, help="default: the checkpoint's (paper: 7.5)")
     g.add_argument("--guidance_rescale", type=float, help="default: the checkpoint's (paper: 0.7)")
@@ -339,7 +344,7 @@ def run(args):
     prompts = read_prompts(args.prompt, args.prompts_file)
     ar, ar_config = load_ar(args.ar_ckpt, args.device)
     num_keyframes = args.num_keyframes or ar.cfg.max_keyframes
-    check_num_keyframes(ar, num_keyframes, args.keyframe_interval, f"AR model {args.ar_ckpt}")
+    check_num_keyframes(ar, num_keyframes, args.keyframe_interval, f"AR model {args.ar_ckpt}", args.sliding_window)
     tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
     check_compatible(ar, cfg, args.ar_ckpt, args.tokenizer_ckpt)
     stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)

@@ -41,7 +41,7 @@ from configurator import check_resume, configure
 # default config: the tiny CPU configuration the demo trains (config/shapes.py names each choice and why)
 out_dir = "out/shapes/tokenizer"
 data_dir = "data/shapes"  # holds videos.csv (clips) and images.csv (encoder stand-in pre-training)
-init_from = "scratch"  # "scratch" or "resume" (from out_dir/ckpt.pt)
+init_from = "scratch"  # "scratch", "resume" (from out_dir/ckpt.pt) or a checkpoint path to start from (fine-tuning)
 override_on_resume = ""  # settings (comma-separated) a resume may change; any other difference is an error
 eval_interval = 1300
 log_interval = 25
@@ -88,6 +88,10 @@ ddim_steps = 25  # eval reconstructions; stored in the checkpoint with cfg_scale
 cfg_scale = 2.0  # the paper's 7.5 turns this small decoder's errors into speckle
 guidance_rescale = 0.7
 eval_stride = 1
+# decoder fine-tuning on the AR model's tokens (supp. Sec. 6): init_from a tokenizer checkpoint, E and Q frozen
+ar_ckpt = ""  # a train_ar.py checkpoint: the decoder rebuilds clips from the tokens it predicts for their keyframes
+ar_token_prob = 1.0  # clips conditioned on the AR model's tokens; the rest on their own
+ar_keyframe_interval = 8  # frames at data_fps between the AR data's keyframes (tokenizer.py encode --keyframe_interval)
 # optimisation
 batch_size = 12  # micro-batch per process
 gradient_accumulation_steps = 1  # micro-batches per optimizer step over ALL processes (global batch / batch_size)
@@ -127,12 +131,17 @@ class Autoencoder(nn.Module):
         """Head and rear deep tokens of clips (B, T, 3, H, W) -> (B, 2 N_q, C)."""
         return self.tokenizer.encode(clips[:, [0, -1]]).flatten(1, 2)
 
-    def forward(self, clips, frame_stride, drop):
+    def forward(self, clips, frame_stride, drop, cond=None):
+        """cond: given deep tokens (B, 2 N_q, C) instead of the clips' own (fine-tuning on the AR model's)."""
         seen = torch.where(drop[:, None, None, None, None], torch.zeros_like(clips), clips)  # CFG: zero image
-        cond = self.condition(seen)
+        if cond is None:
+            cond = self.condition(seen)
+        else:
+            cond = torch.where(drop[:, None, None], self.condition(torch.zeros_like(clips[:1])), cond)
         x0 = self.denoiser.encode_frames(clips) if getattr(self.denoiser, "latent", False) else clips  # latent space
         loss = diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod, self.prediction_type)
-        if self.keyframe_loss_weight > 0:  # (B, 2 N_q, C) -> (2B, N_q, C): redraw head and rear frames
+        if self.keyframe_loss_weight > 0 and self.tokenizer.query.queries.requires_grad:  # redraw: teaches Q
+            # (B, 2 N_q, C) -> (2B, N_q, C): redraw head and rear frames
             drawn = self.denoiser.token_map.render(cond.view(-1, self.tokenizer.n_queries, cond.shape[-1]))
             loss = loss + self.keyframe_loss_weight * F.mse_loss(drawn, seen[:, [0, -1]].flatten(0, 1))
         return loss
@@ -149,6 +158,33 @@ def get_batch(dataset, n, pool=None):
         items = list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist()))
     clips = torch.stack([it["frames"] for it in items]).to(device)  # (B, T, 3, H, W)
     return clips, torch.tensor([it["frame_stride"] for it in items], device=device)
+
+
+@torch.no_grad()
+def get_ar_batch(dataset, n, pool, tokenizer, ar, stride, sampling):
+    """Fine-tuning on the AR model's tokens: n random keyframe pairs of videos (dataset: every `stride`-th frame
+    from the start), the clips between them (B, T, 3, H, W), and as their condition the deep tokens the AR model
+    draws for the two keyframes given the video's caption and its true keyframes before (teacher forcing), for
+    a fraction ar_token_prob of them; the clips' own tokens for the rest. -> clips, strides (B,), cond (B, 2 N_q, C)."""
+    index = torch.randint(len(dataset), (n,)).tolist()
+    items = ([dataset[i] for i in index] if pool is None else
+             list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist())))
+    T = clip_frames + 1
+    counts = [1 + (len(it["frames"]) - 1) // clip_frames for it in items]  # keyframes of each video
+    K = max(counts)
+    keyframes = torch.zeros(n, K, 3, image_size, image_size)
+    for b, it in enumerate(items):
+        keyframes[b, :counts[b]] = it["frames"][::clip_frames][:counts[b]]
+    keyframes = keyframes.to(device)
+    own = tokenizer.encode(keyframes)  # (B, K, N_q, C); padded keyframes only follow the real ones
+    drawn = ar.predict([it["caption"] for it in items], own, **sampling)
+    pair = [torch.randint(c - 1, ()).item() for c in counts]  # the clip between keyframes i and i + 1
+    clips = torch.stack([it["frames"][i * clip_frames:i * clip_frames + T] for it, i in zip(items, pair)]).to(device)
+    use_ar = torch.rand(n, device=device) < ar_token_prob
+    rows = torch.arange(n, device=device)[:, None]
+    pairs = torch.tensor(pair, device=device)[:, None] + torch.arange(2, device=device)  # (B, 2)
+    cond = torch.where(use_ar[:, None, None, None], drawn[rows, pairs], own[rows, pairs])  # (B, 2, N_q, C)
+    return clips, torch.full((n,), stride, device=device), cond.flatten(1, 2)
 
 
 def where(frame):
@@ -300,6 +336,26 @@ def main(config):
         model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
     except ValueError as e:
         sys.exit(f"config error: {e}")
+    ar, ar_sampling = None, None
+    if ar_ckpt:  # fine-tuning the decoder on the AR model's tokens: E and Q, whose tokens it was trained on, stay
+        if init_from == "scratch" or ar_keyframe_interval % clip_frames:
+            sys.exit(f"config error: ar_ckpt fine-tunes a trained decoder: init_from must name its checkpoint (is "
+                     f"{init_from!r}) and ar_keyframe_interval ({ar_keyframe_interval}) be a multiple of clip_frames "
+                     f"({clip_frames})")
+        from ar_model import ARModel
+        saved = torch.load(ar_ckpt, map_location=device, weights_only=True)
+        ar = ARModel.from_checkpoint(saved).to(device).requires_grad_(False)
+        ar_sampling = dict(var_scale=saved["config"].get("sample_var_scale", 0.01),
+                           temperature=saved["config"].get("sample_temperature", 1.0))
+        if (ar.cfg.n_queries, ar.cfg.token_dim) != (n_queries, token_dim):
+            sys.exit(f"config error: {ar_ckpt} writes N_q={ar.cfg.n_queries}, C={ar.cfg.token_dim} deep tokens; this "
+                     f"tokenizer makes N_q={n_queries}, C={token_dim}")
+        tokenizer.requires_grad_(False)
+        if getattr(getattr(denoiser, "token_map", None), "to_rgb", None) is not None:
+            denoiser.token_map.to_rgb.requires_grad_(False)  # the redraw teaches Q, which is frozen here
+        log(f"fine-tuning the decoder on {ar_ckpt}'s tokens ({ar_token_prob:.0%} of clips; its sampling: "
+            f"var_scale {ar_sampling['var_scale']:g}, temperature {ar_sampling['temperature']:g}); E and Q frozen")
+        saved = None
     params = [p for p in model.parameters() if p.requires_grad]
     encoder_params = {id(p) for p in tokenizer.encoder.parameters()}
     groups = [dict(params=[p for p in params if id(p) not in encoder_params], lr_scale=1.0),
@@ -316,8 +372,17 @@ def main(config):
         iter_num = start_iter = ckpt["iter_num"]
         best_psnr = ckpt.get("best_psnr", -math.inf)
         log(f"resumed from {ckpt_path} at iter {iter_num}")
-    elif init_from != "scratch":
-        sys.exit(f"config error: init_from must be 'scratch' or 'resume', got {init_from!r}")
+    elif init_from != "scratch":  # a trained tokenizer to fine-tune
+        if not os.path.isfile(init_from):
+            sys.exit(f"config error: init_from must be 'scratch', 'resume' or a checkpoint file; {init_from!r} is none")
+        source = torch.load(init_from, map_location=device, weights_only=True)
+        try:
+            tokenizer.load_state_dict(source["tokenizer"])
+            denoiser.load_state_dict(source["denoiser"])
+        except RuntimeError as e:
+            sys.exit(f"config error: {init_from} does not fit this config's model: {str(e).splitlines()[1].strip()}")
+        log(f"init_from {init_from}: tokenizer and decoder weights (iter {source['iter_num']}), a fresh optimizer")
+        source = None
     log(f"E {sum(p.numel() for p in tokenizer.encoder.parameters()) / 1e6:.2f}M (frozen: {not train_encoder}), "
         f"Q {sum(p.numel() for p in tokenizer.query.parameters()) / 1e6:.2f}M, "
         f"denoiser {sum(p.numel() for p in denoiser.parameters()) / 1e6:.2f}M; "
@@ -332,8 +397,12 @@ def main(config):
     frames_cache = {} if need <= cache_mib else None  # one cache for the training, held-out and probe readers
     log(f"decoded videos ~{need:.0f} MiB (from 16 files' headers): " + (f"held in RAM (cache_mib {cache_mib})"
         if frames_cache is not None else f"over cache_mib {cache_mib}, so each clip is decoded from its file"))
-    train_set = data.ClipDataset(manifest, image_size, clip_frames, max_stride, split="train",
-                                 val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
+    ar_stride = ar_keyframe_interval // clip_frames  # ar_ckpt: every ar_stride-th frame, keyframes clip_frames apart
+    train_set = (data.ClipDataset(manifest, image_size, clip_frames, max_stride, split="train",
+                                  val_fraction=val_fraction, cache=frames_cache, fps=data_fps) if ar is None else
+                 data.KeyframeDataset(manifest, image_size, ar_stride, (ar.cfg.max_keyframes - 1) * clip_frames + 1,
+                                      clip_frames + 1, split="train", val_fraction=val_fraction, cache=frames_cache,
+                                      fps=data_fps))
     val_set = data.ClipDataset(manifest, image_size, clip_frames, eval_stride, split="val",
                                val_fraction=val_fraction, cache=frames_cache, fps=data_fps)
     pool = ThreadPoolExecutor(loader_threads) if frames_cache is None and loader_threads > 0 else None
@@ -406,7 +475,7 @@ def main(config):
             group["lr"] = lr * group["lr_scale"]
         # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
         if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
-            if iter_num == max_iters and order_clips > 0:
+            if iter_num == max_iters and order_clips > 0 and ar is None:  # (the AR model reads them in order)
                 renumber_queries()
             checksum = training.checksum(model, ddp)
             metrics = evaluate() if master else None
@@ -427,10 +496,13 @@ def main(config):
         for micro_step in range(accum):
             if ddp:  # gradients sync on the last micro-step only
                 train_model.require_backward_grad_sync = micro_step == accum - 1
-            clips, stride = get_batch(train_set, batch_size, pool)
+            if ar is None:
+                clips, stride, cond = *get_batch(train_set, batch_size, pool), None
+            else:
+                clips, stride, cond = get_ar_batch(train_set, batch_size, pool, tokenizer, ar, ar_stride, ar_sampling)
             drop = torch.rand(batch_size, device=device) < cond_drop_prob
             with ctx:
-                loss = train_model(clips, stride, drop) / accum
+                loss = train_model(clips, stride, drop, cond) / accum
             loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip > 0 else math.inf)
         if guard.ok(grad_norm, iter_num):

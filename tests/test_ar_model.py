@@ -295,3 +295,36 @@ def test_checkpoint_with_the_old_setting_names_still_loads(model):
     assert again.cfg == model.cfg
     kw = dict(var_scale=0.0, temperature=0.0)
     torch.testing.assert_close(again.generate(PROMPTS, 2, **kw), model.generate(PROMPTS, 2, **kw))
+
+
+@pytest.mark.parametrize("token_norm", [False, True])
+def test_teacher_forced_predictions_are_what_generate_draws_after_the_true_prefix(token_norm):
+    """predict(prompts, true tokens)[:, f, m] = the token generate draws at (f, m) when the true tokens before it
+    are given: checked at the first token of keyframe 0 (no prefix) and of keyframe 1 (prefix = keyframe 0),
+    deterministic sampling (argmax component, its mean)."""
+    m = tiny(token_norm=token_norm)
+    if token_norm:
+        m.set_token_stats(torch.randn(4, 8), torch.rand(4, 8) + 0.5)
+    true = torch.randn(2, 3, 4, 8, generator=torch.Generator().manual_seed(3))
+    kw = dict(var_scale=0.0, temperature=0.0)
+    pred = m.predict(PROMPTS, true, **kw)
+    assert pred.shape == true.shape
+    torch.testing.assert_close(pred[:, 0, 0], m.generate(PROMPTS, 1, **kw)[:, 0, 0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(pred[:, 1, 0], m.generate(PROMPTS, 2, prefix=true[:, :1], **kw)[:, 1, 0],
+                               atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(pred[:, 1, 0], m.generate(PROMPTS, 2, prefix=true[:, :1] + 1, **kw)[:, 1, 0])
+
+
+def test_generate_long_slides_a_window_past_the_trained_length():
+    """Past max_keyframes M: the first M keyframes are generate's, each next one is what generate writes after the
+    last M - 1 given as a prefix (deterministic sampling, so equal); within M it is generate itself."""
+    m = tiny(max_keyframes=3)
+    kw = dict(var_scale=0.0, temperature=0.0)
+    long = m.generate_long(PROMPTS, 5, **kw)
+    assert long.shape == (2, 5, 4, 8)
+    torch.testing.assert_close(long[:, :3], m.generate(PROMPTS, 3, **kw))
+    for k in (3, 4):
+        torch.testing.assert_close(long[:, k], m.generate(PROMPTS, 3, prefix=long[:, k - 2:k], **kw)[:, 2])
+    torch.testing.assert_close(m.generate_long(PROMPTS, 2, **kw), m.generate(PROMPTS, 2, **kw))
+    with pytest.raises(ValueError, match="max_keyframes=3"):
+        m.generate(PROMPTS, 4)

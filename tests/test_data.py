@@ -434,3 +434,38 @@ def test_token_rows_read_the_shards_rows_and_stay_on_disk(tmp_path):
         batch = table[torch.randint(len(table), (16,), generator=rng)]  # 4 MiB per batch, freed after
     del batch
     assert rss_anon_kib() - before < 16 * 1024  # KiB: 16 MiB at most, against 80 MiB of tokens read
+
+
+def test_msrvtt_test_split_with_one_seeded_caption_each(tmp_path, caplog):
+    """data.py msrvtt: the test split's videos only (in id order), each with one of its own captions drawn by the
+    seed, as a path,caption manifest every reader takes and a prompts file; a video without a file is one warning."""
+    import json
+    videos = tmp_path / "TestVideo"
+    videos.mkdir()
+    meta = {"videos": [{"video_id": f"video{i}", "split": "test" if i >= 7010 else "train"} for i in
+                       (7009, 7011, 7010, 9999, 7012)],
+            "sentences": [{"video_id": f"video{i}", "caption": f"clip {i} caption {j} ", "sen_id": 100 * i + j}
+                          for i in (7009, 7010, 7011, 7012, 9999) for j in range(20)]}
+    for i in (7009, 7010, 7011, 9999):  # video7012 has no file
+        data.write_test_pattern(str(videos / f"video{i}.mp4"), fps=10, size="48x32", seconds=2)
+    (tmp_path / "test_videodatainfo.json").write_text(json.dumps(meta))
+    picks = {}
+    for seed in (0, 1):
+        out = tmp_path / f"msrvtt{seed}"
+        with caplog.at_level(logging.WARNING, logger="data"):
+            data.main(["msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"), "--videos", str(videos),
+                       "--out", str(out), "--seed", str(seed)])
+        rows = data.read_manifest(str(out / "videos.csv"))
+        assert [os.path.basename(r["path"]) for r in rows] == ["video7010.mp4", "video7011.mp4", "video9999.mp4"]
+        assert all(r["caption"].startswith(f"clip {os.path.basename(r['path'])[5:9]} caption ") for r in rows)
+        assert (out / "prompts.txt").read_text().splitlines() == [r["caption"] for r in rows]
+        assert data.KeyframeDataset(str(out / "videos.csv"), 16, 4, 3, fps=8)[0]["frames"].shape == (3, 3, 16, 16)
+        picks[seed] = [r["caption"] for r in rows]
+    assert sum("video7012" in r.getMessage() for r in caplog.records) == 2  # once per run
+    data.main(["msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"), "--videos", str(videos),
+               "--out", str(tmp_path / "again"), "--seed", "0"])
+    assert [r["caption"] for r in data.read_manifest(str(tmp_path / "again" / "videos.csv"))] == picks[0]
+    assert picks[0] != picks[1]  # the seed picks the caption
+    with pytest.raises(SystemExit, match="none of its 4 test videos has a caption and a file"):
+        data.main(["msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"), "--videos",
+                   str(tmp_path), "--out", str(tmp_path / "none")])

@@ -106,8 +106,22 @@ def test_one_minute_video(ckpts, tmp_path):
     video = sample.generate_videos(ar, tokenizer, denoiser, cfg, ["a red circle moving right"], 60, num_steps=1,
                                    batch_size=64, progress=False)
     assert video.shape == (1, 59 * 4 + 1, 32, 32, 3)  # at 8 / 2 = 4 fps: 59.25 s
-    with pytest.raises(sample.SampleError, match="supports at most 60 keyframes"):
+    with pytest.raises(sample.SampleError, match="supports at most 60 keyframes.*or pass --sliding_window"):
         sample.generate_videos(ar, tokenizer, denoiser, cfg, ["x"], 61, num_steps=1, progress=False)
+
+
+def test_sliding_window_goes_past_the_trained_length(ckpts, tmp_path):
+    """--sliding_window: 5 keyframes from a 3-keyframe model, the first 3 as without it (same seed)."""
+    out = tmp_path / "long"
+    common = ["--prompt", "a red circle moving right", "--ddim_steps", "1", "--tokenizer_ckpt", ckpts["tok"],
+              "--ar_ckpt", ckpts["ar"], "--formats", "npz"]
+    r = run(common + ["--num_keyframes", "5", "--sliding_window", "--out", str(out)])
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert np.load(out / "frames.npz")["frames"].shape == (1, 4 * 4 + 1, 32, 32, 3)
+    ar, _ = sample.load_ar(ckpts["ar"])
+    long = sample.generate_tokens(ar, ["x"], 5, progress=False, var_scale=0.0, temperature=0.0)
+    torch.testing.assert_close(long[:, :3], sample.generate_tokens(ar, ["x"], 3, progress=False, var_scale=0.0,
+                                                                   temperature=0.0))
 
 
 class RecordingDenoiser(torch.nn.Module):

@@ -104,3 +104,64 @@ def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, tmp_pa
         for part in ("tokenizer", "denoiser"):
             for name, tensor in a[part].items():
                 assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
+
+
+def tiny_ar_checkpoint(path, n_queries=4, token_dim=32, max_keyframes=5, **config):
+    """A train_ar.py-style checkpoint of a random tiny AR model (what train_tokenizer's ar_ckpt reads)."""
+    from dataclasses import asdict
+    from ar_model import ARConfig, ARModel
+    torch.manual_seed(0)
+    ar = ARModel(ARConfig(backbone="tiny-gpt2", n_queries=n_queries, token_dim=token_dim, max_keyframes=max_keyframes))
+    torch.save(dict(model=ar.state_dict(), model_config=asdict(ar.cfg), config=config), path)
+    return ar.eval()
+
+
+def test_ar_batch_conditions_clips_on_the_ar_models_teacher_forced_tokens(shapes_dir, tmp_path, monkeypatch):
+    """get_ar_batch: each clip runs between keyframes i and i + 1 of a video (every frame at stride 1 for
+    keyframes 8 frames apart); its condition is what the AR model predicts for those two keyframes from the caption
+    and the true keyframes before them (ARModel.predict), or with ar_token_prob 0 the keyframes' own tokens."""
+    import data
+    import tokenizer as tok
+    import train_tokenizer as tt
+    run(["--max_iters=1", "--eval_interval=1"], str(tmp_path / "tok"), shapes_dir)
+    tokenizer, _, cfg = tok.load_autoencoder(str(tmp_path / "tok" / "ckpt.pt"))
+    ar = tiny_ar_checkpoint(str(tmp_path / "ar.pt"))
+    for key in ("clip_frames", "image_size"):
+        monkeypatch.setattr(tt, key, cfg[key])
+    monkeypatch.setattr(tt, "device", "cpu")
+    videos = data.KeyframeDataset(os.path.join(shapes_dir, "videos.csv"), 32, 2, 17, 5)  # frames 0, 2, .., 32
+    whole = {row["caption"] + row["path"]: videos.load(row)["frames"] for row in videos.rows}
+    sampling = dict(var_scale=0.0, temperature=0.0)
+    for prob in (1.0, 0.0):
+        monkeypatch.setattr(tt, "ar_token_prob", prob)
+        torch.manual_seed(1)
+        clips, stride, cond = tt.get_ar_batch(videos, 6, None, tokenizer, ar, 2, sampling)
+        assert clips.shape == (6, 5, 3, 32, 32) and stride.tolist() == [2] * 6 and cond.shape == (6, 8, 32)
+        for b in range(6):
+            (key, frames), i = next((kv, i) for kv in whole.items() for i in range(4)
+                                    if torch.equal(kv[1][4 * i:4 * i + 5], clips[b]))
+            with torch.no_grad():
+                own = tokenizer.encode(frames[::4][None])  # (1, 5, N_q, C)
+            want = ar.predict([key[:key.index(shapes_dir)]], own, **sampling) if prob else own
+            torch.testing.assert_close(cond[b], want[0, i:i + 2].flatten(0, 1), atol=1e-5, rtol=1e-5)
+
+
+def test_decoder_fine_tuning_on_ar_tokens_keeps_e_and_q(shapes_dir, tmp_path):
+    """init_from a tokenizer checkpoint + ar_ckpt: the decoder trains, E and Q (whose tokens the AR model reads)
+    do not, the deep tokens are not renumbered; without a checkpoint to start from it is a one-line error."""
+    run(["--max_iters=1", "--eval_interval=1"], str(tmp_path / "tok"), shapes_dir)
+    tiny_ar_checkpoint(str(tmp_path / "ar.pt"), sample_var_scale=0.01, sample_temperature=0.0)
+    start = load(str(tmp_path / "tok"))
+    out = run([f"--init_from={tmp_path / 'tok' / 'ckpt.pt'}", f"--ar_ckpt={tmp_path / 'ar.pt'}", "--max_iters=2",
+               "--eval_interval=2", "--order_clips=4"], str(tmp_path / "ft"), shapes_dir)
+    assert "fine-tuning the decoder on" in out and "var_scale 0.01, temperature 0" in out
+    assert "renumbered" not in out
+    tuned = load(str(tmp_path / "ft"))
+    for name, tensor in start["tokenizer"].items():
+        assert torch.equal(tensor, tuned["tokenizer"][name]), name
+    assert not torch.equal(start["denoiser"]["conv_in.weight"], tuned["denoiser"]["conv_in.weight"])
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    refused = subprocess.run([sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}",
+                              f"--out_dir={tmp_path / 'x'}", f"--ar_ckpt={tmp_path / 'ar.pt'}"] + TINY,
+                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "init_from must name its checkpoint" in refused.stderr

@@ -1,0 +1,15 @@
+# The last stage of the paper's pipeline (supp. Sec. 6: 20k steps after the tokenizer's 100k): the shapes decoder
+# fine-tuned on the deep tokens the trained AR model predicts for real keyframes, so that it tolerates the AR
+# model's errors; E and Q stay as they are (the AR model reads their tokens). Applied after config/shapes.py:
+# $ python train_tokenizer.py config/shapes.py config/shapes_decoder_ft.py
+out_dir = "out/shapes/tokenizer_ft"  # sample.py --tokenizer_ckpt out/shapes/tokenizer_ft/ckpt.pt
+init_from = "out/shapes/tokenizer/ckpt.pt"
+ar_ckpt = "out/shapes/ar/ckpt.pt"
+ar_token_prob = 0.5  # half the clips on the AR model's tokens, half on their own: the decoder keeps both
+learning_rate = 2e-4  # the end of the tokenizer's cosine, held
+min_lr = 2e-4
+warmup_iters = 0
+max_iters = 400
+lr_decay_iters = 400
+eval_interval = 400
+order_clips = 0  # the AR model reads the tokens in their trained order
