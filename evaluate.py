@@ -437,8 +437,9 @@ def recon_analysis(truth, made):
 # -----------------------------------------------------------------------------
 
 
-def load_videos(path, max_videos=None, split="all", val_fraction=0.05):
-    """(videos [uint8 (F, H, W, 3)], captions, meta) from sample.py's frames.npz or a path,caption manifest."""
+def load_videos(path, max_videos=None, split="all", val_fraction=0.05, size=None, fps=None, num_frames=None):
+    """(videos [uint8 (F, H, W, 3)], captions, meta) from sample.py's frames.npz or a path,caption manifest;
+    a manifest's videos read at `size` x `size` and `fps` (None: as stored), their first `num_frames` (None: all)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path} does not exist")
     if path.endswith(".npz"):
@@ -452,7 +453,7 @@ def load_videos(path, max_videos=None, split="all", val_fraction=0.05):
     videos, captions = [], []
     for row in rows[:max_videos]:
         try:
-            videos.append(data.read_frames(row["path"]))
+            videos.append(data.read_frames(row["path"], size, fps, None if num_frames is None else range(num_frames)))
             captions.append(row["caption"])
         except Exception as e:
             print(f"skipping {row['path']}: {(str(e).strip().splitlines() or [type(e).__name__])[0]}")
@@ -515,8 +516,10 @@ def run(args):
         if rows and args.out:  # what the analyser saw, per video
             with open(os.path.splitext(args.out)[0] + "_videos.json", "w") as f:
                 json.dump(rows, f, indent=1)
-    if args.real:
-        real = load_videos(args.real, args.max_real, args.real_split, args.val_fraction)
+    if args.real:  # read as the samples are (their size, frame rate and length), not whole at full size
+        like = {} if fake is None else dict(size=fake[0][0].shape[1], fps=fake[2].get("fps"),
+                                            num_frames=max(len(v) for v in fake[0]))
+        real = load_videos(args.real, args.max_real, args.real_split, args.val_fraction, **like)
         scores, _ = score_shapes(real[0], real[1], args.keyframe_interval, args.still_px, args.keyframe_interval)
         if scores["videos"]:  # the analyser on ground truth: its own ceiling (~1.0)
             metrics |= {f"real_shapes_{k}": v for k, v in scores.items()}

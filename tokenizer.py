@@ -54,10 +54,12 @@ class FrameEncoder(nn.Module):
                 part.requires_grad_(False)
 
     def preprocess(self, frames):
-        """[-1, 1] frames (B, 3, H, W) -> CLIP input: resized to the ViT's size, CLIP-normalised."""
+        """[-1, 1] frames (B, 3, H, W) -> CLIP input: resized to the ViT's size (bicubic, antialiased like
+        open_clip's own preprocessing), CLIP-normalised."""
         x = (frames + 1) / 2
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False,
+                              antialias=True)
         return (x - self.mean) / self.std
 
     def forward(self, frames):

@@ -51,6 +51,7 @@ guidance_rescale = 0.7
 batch_size = 16
 gradient_accumulation_steps = 4
 learning_rate = 1e-5
+weight_decay = 0.01  # the paper names AdamW and no decay: torch.optim.AdamW's default
 min_lr = 1e-5  # = learning_rate: constant
 warmup_iters = 0
 max_iters = 100000

@@ -287,6 +287,12 @@ def test_command_line_end_to_end(truth, tmp_path):
     assert m["shapes_all"] == 1.0 and m["real_shapes_all"] == 1.0 and m["shapes_videos"] == 16
     assert all(math.isfinite(m[k]) for k in ("clipsim", "clipsim_real", "fvd")) and -1 <= m["clipsim"] <= 1
     assert m["fvd_real_videos"] == 24
+    # the real videos are read as the samples are: 32 px, 8 fps, 17 frames (not whole, at full size)
+    real, _, _ = ev.load_videos(os.path.join(out, "videos.csv"), 2, size=16, fps=4, num_frames=5)
+    assert [v.shape for v in real] == [(5, 16, 16, 3)] * 2
+    whole = data.read_frames(data.read_manifest(os.path.join(out, "videos.csv"))[0]["path"])
+    assert np.abs(real[0][1].astype(int) - ev.load_videos(os.path.join(out, "videos.csv"), 1, size=16)[0][0][2]).max() == 0
+    assert whole.shape == (33, 32, 32, 3)
     r = subprocess.run([sys.executable, "evaluate.py", "--samples", str(tmp_path / "nope.npz")], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "error:" in r.stderr and "Traceback" not in r.stderr
