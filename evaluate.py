@@ -281,7 +281,17 @@ def score_shapes(videos, prompts, clip_frames=8, still_px=STILL_MAX_PX, keyframe
     keys = ("color", "shape", "direction", "one_object", "one_object_video", "present", "all")
     scores = {k: float(np.mean([r[k] for r in rows])) if rows else float("nan") for k in keys}
     scores["direction_clips"] = float(np.mean(clips_right)) if clips_right else float("nan")
+    scores["direction_by_clip"] = by_position([[s == e if e is not None else None for s, e in
+                                                zip(r["got_directions"], r["want_directions"])] for r in rows])
     return scores | {"videos": len(rows), "unparsed": unparsed}, rows
+
+
+def by_position(values):
+    """Per-video lists of True / False / None (not scored) -> the fraction True at each position, over the videos
+    scored there (None where none is): e.g. the direction of clip i, for quality along a long video."""
+    width = max((len(v) for v in values), default=0)
+    at = [[x for v in values if i < len(v) and (x := v[i]) is not None] for i in range(width)]
+    return [float(np.mean(a)) if a else None for a in at]
 
 
 # -----------------------------------------------------------------------------

@@ -400,3 +400,17 @@ def test_reconstruction_settings_default_to_the_tokenizer_checkpoint(truth, tmp_
     out = capsys.readouterr().out
     assert "decoder: DDIM 3 steps (checkpoint), CFG 2.5 (checkpoint), rescale 0.2 (checkpoint)" in out
     assert "decoder: DDIM 9 steps (flag), CFG 2.5 (checkpoint), rescale 0 (flag)" in out
+
+
+def test_scores_by_clip_position(truth):
+    """direction_by_clip: the share of videos whose clip i reads its expected direction (for long videos, quality
+    along the video); clips not scored (None) count for neither side."""
+    assert ev.by_position([[True, False, None], [True, True], [None]]) == [1.0, 0.5, None]
+    assert ev.by_position([]) == []
+    videos, captions, _ = truth
+    scores, rows = ev.score_shapes(videos[:8], captions[:8])
+    assert len(scores["direction_by_clip"]) == 4 and all(x in (None, 1.0) for x in scores["direction_by_clip"])
+    flipped = [v[:, :, ::-1] for v in videos[:8]]  # mirrored: left <-> right, so moving ones read wrong
+    wrong = ev.score_shapes(flipped, captions[:8])[0]["direction_by_clip"]
+    moving = [c for c in captions[:8] if "left" in c or "right" in c]
+    assert moving and any(x is not None and x < 1.0 for x in wrong)
