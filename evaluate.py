@@ -517,11 +517,13 @@ def run(args):
                                      num_steps=args.ddim_steps, cfg_scale=args.cfg_scale,
                                      guidance_rescale=args.guidance_rescale, batch_size=args.decode_batch)
     fake = real = None
+    interval = clip_frames = args.keyframe_interval  # real videos as stored: a keyframe every interval frames
     if args.samples:
         fake = load_videos(args.samples)
         meta = fake[2]  # sample.py's frames.npz: clip_frames video frames per keyframe_interval source frames
         interval = meta.get("keyframe_interval", args.keyframe_interval)
-        scores, rows = score_shapes(fake[0], fake[1], meta.get("clip_frames", interval), args.still_px, interval)
+        clip_frames = meta.get("clip_frames", interval)
+        scores, rows = score_shapes(fake[0], fake[1], clip_frames, args.still_px, interval)
         metrics |= {f"shapes_{k}": v for k, v in scores.items()}
         if rows and args.out:  # what the analyser saw, per video
             with open(os.path.splitext(args.out)[0] + "_videos.json", "w") as f:
@@ -530,7 +532,7 @@ def run(args):
         like = {} if fake is None else dict(size=fake[0][0].shape[1], fps=fake[2].get("fps"),
                                             num_frames=max(len(v) for v in fake[0]))
         real = load_videos(args.real, args.max_real, args.real_split, args.val_fraction, **like)
-        scores, _ = score_shapes(real[0], real[1], args.keyframe_interval, args.still_px, args.keyframe_interval)
+        scores, _ = score_shapes(real[0], real[1], clip_frames, args.still_px, interval)
         if scores["videos"]:  # the analyser on ground truth: its own ceiling (~1.0)
             metrics |= {f"real_shapes_{k}": v for k, v in scores.items()}
     if args.clip_model:
