@@ -55,7 +55,6 @@ clip_pretrain_iters = 0  # > 0: contrastive pre-training of the tiny CLIP on ima
 clip_pretrain_batch = 128
 clip_pretrain_lr = 1e-3
 train_encoder = False  # the paper keeps E frozen
-encoder_lr_scale = 1.0  # train_encoder=True: E's learning rate as a fraction of the schedule's
 # query transformer Q
 q_type = "transformer"  # or "perceiver": the release's resampler (only the queries update)
 n_queries = 16
@@ -357,11 +356,7 @@ def main(config):
             f"var_scale {ar_sampling['var_scale']:g}, temperature {ar_sampling['temperature']:g}); E and Q frozen")
         saved = None
     params = [p for p in model.parameters() if p.requires_grad]
-    encoder_params = {id(p) for p in tokenizer.encoder.parameters()}
-    groups = [dict(params=[p for p in params if id(p) not in encoder_params], lr_scale=1.0),
-              dict(params=[p for p in params if id(p) in encoder_params], lr_scale=encoder_lr_scale)]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=learning_rate, betas=(beta1, beta2),
-                                  weight_decay=weight_decay)
+    optimizer = torch.optim.AdamW(params, lr=learning_rate, betas=(beta1, beta2), weight_decay=weight_decay)
     ckpt, iter_num, start_iter, best_psnr = None, 0, 0, -math.inf
     if init_from == "resume":
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
@@ -472,7 +467,7 @@ def main(config):
     while True:
         lr = training.get_lr(iter_num, learning_rate, min_lr, warmup_iters, lr_decay_iters)
         for group in optimizer.param_groups:
-            group["lr"] = lr * group["lr_scale"]
+            group["lr"] = lr
         # no eval before a step was taken: at 0 it reconstructs noise, on resume it repeats the last
         if iter_num > start_iter and (iter_num % eval_interval == 0 or iter_num == max_iters):
             if iter_num == max_iters and order_clips > 0 and ar is None:  # (the AR model reads them in order)
