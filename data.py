@@ -604,9 +604,19 @@ def save_token_shard(path, deep_tokens, num_keyframes, captions, motion=None, dt
     tensors = {"deep_tokens": deep_tokens.to(dtype).contiguous(),
                "num_keyframes": torch.as_tensor(num_keyframes, dtype=torch.int64),
                "motion": motion.contiguous()}
-    tmp = path + ".tmp"
-    save_file(tensors, tmp, metadata={"captions": json.dumps(list(captions))})
+    bad = (~torch.isfinite(tensors["deep_tokens"]).flatten(1).all(1)).nonzero().flatten().tolist()
+    tmp = path + ".tmp"  # the rows with NaN / inf tokens are listed, so a reader need not scan the tokens for them
+    save_file(tensors, tmp, metadata={"captions": json.dumps(list(captions)), "nonfinite_rows": json.dumps(bad)})
     os.replace(tmp, path)
+
+
+def shard_nonfinite_rows(path):
+    """The rows of a shard whose tokens hold NaN or inf, as save_token_shard listed them; None for a shard
+    written without the list (the reader then has to look at the tokens)."""
+    from safetensors import safe_open
+    with safe_open(path, framework="pt") as f:
+        listed = f.metadata().get("nonfinite_rows")
+    return None if listed is None else json.loads(listed)
 
 
 def load_token_shard(path, with_tokens=True):

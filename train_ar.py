@@ -38,7 +38,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import training
 from ar_model import ARConfig, ARModel
 from configurator import check_resume, configure
-from data import TokenRows, load_token_shard, map_token_shard
+from data import TokenRows, load_token_shard, map_token_shard, shard_nonfinite_rows
 
 # -----------------------------------------------------------------------------
 # default config: stage 1 of the tiny CPU configuration the demo trains (config/ar_shapes_stage1.py says why)
@@ -111,9 +111,14 @@ def load_tokens(data_dir, kind, max_keyframes, val_fraction, min_motion=None, ma
     parts = {"train": [], "val": []}
     for path in paths:
         _, nk, captions, motion = load_token_shard(path, with_tokens=False)  # (N,), [N], (N,)
-        tokens = map_token_shard(path)  # (N, K, N_q, C) on disk, checked 256 rows at a time
-        finite = torch.cat([torch.from_numpy(np.isfinite(chunk).reshape(len(chunk), -1).all(1))
-                            for chunk in (tokens[i:i + 256] for i in range(0, len(tokens), 256))])
+        listed = shard_nonfinite_rows(path)  # written with the shard; a shard without the list is read to check
+        if listed is None:
+            tokens = map_token_shard(path)  # (N, K, N_q, C) on disk, checked 256 rows at a time
+            finite = torch.cat([torch.from_numpy(np.isfinite(chunk).reshape(len(chunk), -1).all(1))
+                                for chunk in (tokens[i:i + 256] for i in range(0, len(tokens), 256))])
+        else:
+            finite = torch.ones(len(nk), dtype=torch.bool)
+            finite[listed] = False
         if not finite.all():
             print(f"warning: {path}: {int((~finite).sum())} of {len(nk)} rows hold NaN/inf tokens; skipped")
         keep = (nk > 0) & finite

@@ -1,5 +1,6 @@
 """Tests of train_ar.py on small synthetic deep-token shards (N_q=4, C=8)."""
 import collections
+import json
 import os
 import re
 import runpy
@@ -199,6 +200,20 @@ def test_rows_with_non_finite_tokens_are_skipped_with_a_warning(tmp_path, capsys
     kept = sets["train"]["captions"] + sets["val"]["captions"]
     assert collections.Counter(caps) - collections.Counter(kept) == collections.Counter([caps[3], caps[10]])
     assert all(torch.isfinite(s["tokens"][:]).all() for s in sets.values())
+    assert data.shard_nonfinite_rows(path) == [3, 10]  # listed when written: start-up reads no tokens for it
+    read = []
+    mapped = train_ar.map_token_shard
+    train_ar.map_token_shard = lambda p: read.append(p) or mapped(p)
+    try:
+        assert train_ar.load_tokens(out, "videos", 3, 0.25)["train"]["captions"] == sets["train"]["captions"]
+        assert read == []
+        from safetensors.torch import load_file, save_file  # a shard written without the list: its tokens are read
+        save_file(load_file(path), path, metadata={"captions": json.dumps(caps)})
+        assert data.shard_nonfinite_rows(path) is None
+        assert train_ar.load_tokens(out, "videos", 3, 0.25)["train"]["captions"] == sets["train"]["captions"]
+        assert read == [path]
+    finally:
+        train_ar.map_token_shard = mapped
 
 
 def nan_from_step(first_bad, monkeypatch):
