@@ -12,8 +12,8 @@ Checkpoints default to where `python demo.py` puts them (out/shapes/tokenizer/ck
 Writes per prompt NNN_<prompt>.mp4 (H.264, upscaled to >= --min_size px) and .gif, frames.npz (every video
 at its true size, for evaluate.py) and samples.csv (path,caption); same flags and seed, same videos. Sampling
 settings left unset are the trained models' (`model_defaults`). A one-minute video is 60 keyframes at one a
-second: it needs an AR model trained with max_keyframes >= 60 (asking for more than the model's is an error
-that says how to train one).
+second: an AR model trained with max_keyframes >= 60, or --sliding_window past a shorter model's length
+(each next keyframe generated after the model's max_keyframes - 1 before it).
 """
 import argparse
 import os
