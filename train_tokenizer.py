@@ -7,6 +7,11 @@ skeleton as train_ar.py (training.py holds what the two share).
 
     python train_tokenizer.py                                  # the tiny CPU configuration (config/shapes.py)
     torchrun --standalone --nproc_per_node=4 train_tokenizer.py config/tokenizer_paper.py
+    python train_tokenizer.py config/shapes.py config/shapes_decoder_ft.py   # then the decoder on AR tokens
+
+The last stage of the paper's pipeline (supp. Sec. 6), with `ar_ckpt` and `init_from` a trained tokenizer:
+E and Q frozen, the decoder learns to rebuild clips from the deep tokens the AR model predicts for their
+keyframes (teacher-forced: given the caption and the true keyframes before), so it tolerates the AR model's errors.
 
 Every `eval_interval` (rank 0): reconstruct held-out clips from their head/rear deep tokens with
 DDIM, log PSNR (next to baselines that see the true pixels) and a linear probe of the deep
