@@ -319,3 +319,38 @@ def test_default_frame_stride_spans_one_keyframe_interval_or_takes_the_tokenizer
         sample.check_stride(dict(clip_frames=15, denoiser="unet3d"), 8)  # an old checkpoint without eval_stride
     with pytest.raises(sample.SampleError, match="exceeds the decoder's max_stride 4"):
         sample.check_stride(tiny, 40)
+
+
+def test_msrvtt_protocol_at_toy_size(ckpts, tmp_path):
+    """The zero-shot protocol end to end on a fake MSR-VTT (4 test videos in its JSON layout): data.py msrvtt ->
+    sample.py on its prompts -> evaluate.py with CLIPSIM and FVD (random stand-in CLIP and I3D: the plumbing)."""
+    import json
+    from test_evaluate import TinyI3D
+    videos = tmp_path / "TestVideo"
+    videos.mkdir()
+    ids = [7010, 7011, 8000, 9999]
+    for i in ids:
+        data.write_test_pattern(str(videos / f"video{i}.mp4"), fps=25, size="64x48", seconds=3)
+    meta = {"videos": [{"video_id": f"video{i}", "split": "test"} for i in ids],
+            "sentences": [{"video_id": f"video{i}", "caption": f"a test pattern number {i % 7} {j}"}
+                          for i in ids for j in range(3)]}
+    (tmp_path / "test_videodatainfo.json").write_text(json.dumps(meta))
+    data.main(["msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"), "--videos", str(videos),
+               "--out", str(tmp_path / "msrvtt")])
+    r = run(["--prompts_file", str(tmp_path / "msrvtt" / "prompts.txt"), "--num_keyframes", "3", "--ddim_steps", "1",
+             "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"], "--out", str(tmp_path / "out"),
+             "--formats", "npz"])
+    assert r.returncode == 0, r.stderr[-2000:]
+    torch.manual_seed(0)
+    torch.save(tok.create_clip("nanodicode-tiny").state_dict(), tmp_path / "clip.pt")
+    torch.jit.save(torch.jit.script(TinyI3D()), str(tmp_path / "i3d.pt"))
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    r = subprocess.run([sys.executable, "evaluate.py", "--samples", str(tmp_path / "out" / "frames.npz"), "--real",
+                        str(tmp_path / "msrvtt" / "videos.csv"), "--clip_model", "nanodicode-tiny", "--clip_pretrained",
+                        str(tmp_path / "clip.pt"), "--i3d", str(tmp_path / "i3d.pt"), "--fvd_frames", "8",
+                        "--out", str(tmp_path / "m.json")], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    m = json.load(open(tmp_path / "m.json"))
+    assert m["fvd_real_videos"] == m["fvd_fake_videos"] == 4 and m["shapes_unparsed"] == 4
+    assert all(np.isfinite(m[k]) for k in ("fvd", "clipsim", "clipsim_real"))
