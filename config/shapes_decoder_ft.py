@@ -2,8 +2,8 @@
 # fine-tuned on the deep tokens the trained AR model predicts for real keyframes, so that it tolerates the AR
 # model's errors; E and Q stay as they are (the AR model reads their tokens). Applied after config/shapes.py:
 # $ python train_tokenizer.py config/shapes.py config/shapes_decoder_ft.py
-# Measured on the seed-0 demo (NOTES.md, stop 25): text-to-video "all" 63.8 -> 69.5%, but the same 400 steps on the
-# clips' own tokens (ar_token_prob = 0) score the same: here the gain is the decoder's extra steps, not the AR tokens.
+# Measured on the seed-0 demo (NOTES.md, stop 25): direction 98.1 -> 99.7% over three sampling seeds, but the same 400
+# steps on the clips' own tokens (ar_token_prob = 0) do as much: the gain is the decoder's extra steps, not the AR tokens.
 out_dir = "out/shapes/tokenizer_ft"  # sample.py --tokenizer_ckpt out/shapes/tokenizer_ft/ckpt.pt
 init_from = "out/shapes/tokenizer/ckpt.pt"
 ar_ckpt = "out/shapes/ar/ckpt.pt"
