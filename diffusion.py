@@ -306,7 +306,8 @@ class OwnKeyframeAttnProcessor:
         T = self.num_frames
         BT, L, D = encoder_hidden_states.shape  # (B*T, 2 N_q, D): head tokens, then rear tokens
         tokens = encoder_hidden_states.view(BT // T, T, 2, L // 2, D)
-        own = tokens[:, torch.arange(T), own_keyframe(T)]  # (B, T, N_q, D)
+        frames = torch.arange(T, device=tokens.device)
+        own = tokens[:, frames, own_keyframe(T).to(tokens.device)]  # (B, T, N_q, D)
         return self.attend(attn, hidden_states, own.flatten(0, 1), **kwargs)
 
 
