@@ -96,7 +96,7 @@ def reconstruct_video(tokenizer, denoiser, cfg, frames, *, keyframe_interval=8, 
     Keyframes every `keyframe_interval` frames (at most num_keyframes) are tokenized and decoded pairwise like
     generated tokens; with zero_tokens = n the first n of each keyframe's N_q deep tokens are set to 0 first (as
     the authors' release draws Fig. 4), or the last n with zero_last (the ones the decoder needs least, when
-    train_tokenizer.py renumbered them: order_clips)
+    train_tokenizer.py renumbered them: order_clips).
     `original` holds the frames at the decoder's time positions (keyframe + j * stride). frame_stride: a
     checked one, as `check_stride` returns it; None: the default, checked here.
     """

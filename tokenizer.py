@@ -191,18 +191,7 @@ class PerceiverResampler(nn.Module):
         if len(prefixes) != 1:
             raise ValueError(f"{path}: expected one resampler (a key ending in 'latents'), found {len(prefixes)}")
         prefix = prefixes.pop()
-        names = {"queries": "latents", "proj_in": "proj_in", "proj_out": "proj_out", "ln_f": "norm_out"}
-        parts = {"attn.norm_tokens": "0.norm1", "attn.norm_queries": "0.norm2", "attn.to_q": "0.to_q",
-                 "attn.to_kv": "0.to_kv", "attn.to_out": "0.to_out", "mlp": "1"}
-        theirs = {}
-        for name in self.state_dict():
-            head, _, rest = name.partition(".")
-            if head == "layers":
-                i, _, rest = rest.partition(".")
-                part = next(p for p in parts if rest.startswith(p + "."))
-                theirs[name] = f"layers.{i}.{parts[part]}{rest[len(part):]}"
-            else:
-                theirs[name] = names[head] + (f".{rest}" if rest else "")
+        theirs = {name: resampler_name(name) for name in self.state_dict()}
         missing = [prefix + k for k in theirs.values() if prefix + k not in state]
         if missing:
             raise ValueError(f"{path}: no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
@@ -210,6 +199,16 @@ class PerceiverResampler(nn.Module):
         loaded = {name: state[prefix + key] for name, key in theirs.items()}
         loaded["queries"] = loaded["queries"].reshape(-1, loaded["queries"].shape[-1])[:self.n_queries]
         self.load_state_dict(loaded)  # raises on a shape that differs, naming the weight
+
+
+def resampler_name(name):
+    """A PerceiverResampler weight's name in the IP-Adapter / DynamiCrafter layout: layers.i.0 is the attention
+    (norm1 on E's tokens, norm2 on the queries), layers.i.1 the MLP; latents, norm_out for queries, ln_f."""
+    for ours, theirs in ((".attn.norm_tokens.", ".0.norm1."), (".attn.norm_queries.", ".0.norm2."),
+                         (".attn.", ".0."), (".mlp.", ".1."), ("ln_f.", "norm_out.")):
+        if ours in name:
+            return name.replace(ours, theirs)
+    return "latents" if name == "queries" else name
 
 
 class DeepTokenizer(nn.Module):

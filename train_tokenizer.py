@@ -140,7 +140,7 @@ class Autoencoder(nn.Module):
         seen = torch.where(drop[:, None, None, None, None], torch.zeros_like(clips), clips)  # CFG: zero image
         if cond is None:
             cond = self.condition(seen)
-        else:
+        elif drop.any():  # the dropped rows get the zero frames' tokens, as above
             cond = torch.where(drop[:, None, None], self.condition(torch.zeros_like(clips[:1])), cond)
         x0 = self.denoiser.encode_frames(clips) if getattr(self.denoiser, "latent", False) else clips  # latent space
         loss = diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod, self.prediction_type)
@@ -151,15 +151,18 @@ class Autoencoder(nn.Module):
         return loss
 
 
-def get_batch(dataset, n, pool=None):
-    """n random clips (B, T, 3, H, W) and their frame strides (B,). With a thread pool (clips read from their
-    files) the clips are decoded in parallel, each with its own seed drawn here: the batch, like the run, does
-    not depend on the threads' timing."""
+def draw_items(dataset, n, pool=None):
+    """n random items of a dataset. With a thread pool (videos read from their files) they are decoded in
+    parallel, each with its own seed drawn here: the batch, like the run, does not depend on the threads' timing."""
     index = torch.randint(len(dataset), (n,)).tolist()
     if pool is None:
-        items = [dataset[i] for i in index]
-    else:
-        items = list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist()))
+        return [dataset[i] for i in index]
+    return list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist()))
+
+
+def get_batch(dataset, n, pool=None):
+    """n random clips (B, T, 3, H, W) and their frame strides (B,)."""
+    items = draw_items(dataset, n, pool)
     clips = torch.stack([it["frames"] for it in items]).to(device)  # (B, T, 3, H, W)
     return clips, torch.tensor([it["frame_stride"] for it in items], device=device)
 
@@ -170,9 +173,7 @@ def get_ar_batch(dataset, n, pool, tokenizer, ar, stride, sampling):
     from the start), the clips between them (B, T, 3, H, W), and as their condition the deep tokens the AR model
     draws for the two keyframes given the video's caption and its true keyframes before (teacher forcing), for
     a fraction ar_token_prob of them; the clips' own tokens for the rest. -> clips, strides (B,), cond (B, 2 N_q, C)."""
-    index = torch.randint(len(dataset), (n,)).tolist()
-    items = ([dataset[i] for i in index] if pool is None else
-             list(pool.map(dataset.get, index, torch.randint(2 ** 62, (n,)).tolist())))
+    items = draw_items(dataset, n, pool)
     T = clip_frames + 1
     counts = [1 + (len(it["frames"]) - 1) // clip_frames for it in items]  # keyframes of each video
     K = max(counts)
