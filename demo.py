@@ -12,7 +12,7 @@ in <out>/logs/):
     3. python tokenizer.py encode                 deep tokens of every video and image
     4. python train_ar.py config/ar_shapes_stage{1,2,3,4}.py   the AR model, progressively
     5. python sample.py                           every shapes prompt, 5 keyframes (mp4 + gif + npz);
-                                                  a reconstruction (Fig. 3, 4)
+       python reconstruct.py VIDEO                a held-out video through the tokenizer (Fig. 3, 4)
     6. python evaluate.py                         metrics.json
 
 then draws <out>/contact_sheet.png (keyframes of every grid prompt) and loss curves from the
@@ -208,7 +208,7 @@ class Pipeline:
             if newer(target, ckpts[:1]):
                 self.skip(f"reconstruct_zero{zero}", f"{target} is up to date")
                 continue
-            self.run(f"reconstruct_zero{zero}", ["sample.py", "--reconstruct", video, "--zero_tokens", str(zero),
+            self.run(f"reconstruct_zero{zero}", ["reconstruct.py", video, "--zero_tokens", str(zero),
                                                   "--out", self.out, "--tokenizer_ckpt", ckpts[0],
                                                   "--seed", str(self.seed)])
 

@@ -5,15 +5,14 @@ between them, and the clips are joined (the shared keyframe once).
 
     python sample.py --prompt "a red circle moving right" --num_keyframes 5 --out out/samples
     python sample.py --prompts_file prompts.txt --out out/samples          # one prompt per line
-    python sample.py --reconstruct data/shapes/videos/000000.mp4 --out out/recon   # paper Fig. 3
-    python sample.py --reconstruct data/shapes/videos/000000.mp4 --zero_tokens 8    # paper Fig. 4
 
 Checkpoints default to where `python demo.py` puts them (out/shapes/tokenizer/ckpt.pt, out/shapes/ar/ckpt.pt).
 Writes per prompt NNN_<prompt>.mp4 (H.264, upscaled to >= --min_size px) and .gif, frames.npz (every video
 at its true size, for evaluate.py) and samples.csv (path,caption); same flags and seed, same videos. Sampling
 settings left unset are the trained models' (`model_defaults`). A one-minute video is 60 keyframes at one a
 second: an AR model trained with max_keyframes >= 60, or --sliding_window past a shorter model's length
-(each next keyframe generated after the model's max_keyframes - 1 before it).
+(each next keyframe generated after the model's max_keyframes - 1 before it). A real video through the
+tokenizer and back (paper Fig. 3, 4): reconstruct.py.
 """
 import argparse
 import os
@@ -25,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 import data
-import evaluate
 import tokenizer as tok
 
 DEFAULT_TOKENIZER_CKPT = "out/shapes/tokenizer/ckpt.pt"
@@ -42,7 +40,7 @@ FLAG_RANGES = {  # flag: (low, high), inclusive; None = unbounded. Flags left un
     "num_keyframes": (2, None), "var_scale": (0, None), "temperature": (0, None), "ar_cfg_scale": (0, None),
     "ar_batch": (1, None), "cfg_scale": (0, None), "guidance_rescale": (0, 1), "ddim_steps": (1, 1000),
     "eta": (0, 1), "keyframe_interval": (1, None), "frame_stride": (1, None), "decode_batch": (1, None),
-    "fps": (1e-3, None), "source_fps": (1e-3, None), "min_size": (1, None), "zero_tokens": (0, None),
+    "fps": (1e-3, None), "source_fps": (1e-3, None), "min_size": (1, None),
 }
 
 
@@ -85,40 +83,6 @@ def decode_videos(tokenizer, denoiser, cfg, tokens, frame_stride, *, seed=0, **d
 
 
 # -----------------------------------------------------------------------------
-# a real video's keyframes -> deep tokens -> clips (paper Fig. 3 and 4)
-
-
-@torch.no_grad()
-def reconstruct_video(tokenizer, denoiser, cfg, frames, *, keyframe_interval=8, frame_stride=None, zero_tokens=0,
-                      zero_last=False, num_keyframes=None, seed=0, **decode_kw):
-    """A real video (T, H, W, 3) uint8 -> (original, reconstruction), uint8 (F, S, S, 3) each (paper Fig. 3, 4).
-
-    Keyframes every `keyframe_interval` frames (at most num_keyframes) are tokenized and decoded pairwise like
-    generated tokens; with zero_tokens = n the first n of each keyframe's N_q deep tokens are set to 0 first (as
-    the authors' release draws Fig. 4), or the last n with zero_last (the ones the decoder needs least, when
-    train_tokenizer.py renumbered them: order_clips).
-    `original` holds the frames at the decoder's time positions (keyframe + j * stride). frame_stride: a
-    checked one, as `check_stride` returns it; None: the default, checked here.
-    """
-    stride = frame_stride or check_stride(cfg, keyframe_interval)
-    Nq, S, cf = cfg["n_queries"], cfg["image_size"], cfg["clip_frames"]
-    if not 0 <= zero_tokens <= Nq:
-        raise SampleError(f"--zero_tokens must lie in [0, N_q={Nq}], got {zero_tokens}")
-    K = 1 + (len(frames) - 1) // keyframe_interval
-    K = min(K, num_keyframes) if num_keyframes else K
-    if K < 2:
-        raise SampleError(f"the video has {len(frames)} frames; 2 keyframes {keyframe_interval} frames apart need "
-                          f">= {keyframe_interval + 1}")
-    dev = next(denoiser.parameters()).device
-    keyframes = data.to_tensor(frames[:(K - 1) * keyframe_interval + 1:keyframe_interval], S).to(dev)  # (K, 3, S, S)
-    tokens = tokenizer.encode(keyframes)[None]  # (1, K, N_q, C)
-    (tokens[:, :, Nq - zero_tokens:] if zero_last else tokens[:, :, :zero_tokens]).zero_()
-    recon = decode_videos(tokenizer, denoiser, cfg, tokens, stride, seed=seed, **decode_kw)[0]
-    index = [i * keyframe_interval + j * stride for i in range(K - 1) for j in range(0 if i == 0 else 1, cf + 1)]
-    return data.to_uint8(data.to_tensor(frames[np.minimum(index, len(frames) - 1)], S)), recon
-
-
-# -----------------------------------------------------------------------------
 # files
 
 
@@ -147,13 +111,13 @@ def write_samples(out_dir, prompts, videos, fps, formats=FORMATS, min_size=128, 
 # checks, each made once, by an entrance: run (command line) or generate_videos (Python)
 
 
-def check_flags(args):
+def check_flags(args, ranges=FLAG_RANGES):
     """--formats known and every numeric flag in its range, before anything is loaded: one line naming the flag."""
     unknown = sorted(set(args.formats) - set(FORMATS))
     if unknown:
         raise SampleError(f"--formats {','.join(args.formats)!r}: unknown {unknown}; choose from {','.join(FORMATS)}")
-    for name, (low, high) in FLAG_RANGES.items():
-        value = getattr(args, name)
+    for name, (low, high) in ranges.items():
+        value = getattr(args, name, None)  # (reconstruct.py has a subset of the flags)
         if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
             bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
             raise SampleError(f"--{name} must be {bounds}, got {value}"
@@ -172,18 +136,8 @@ def read_prompts(prompts=(), prompts_file=None):
             raise SampleError(f"prompts file {prompts_file} holds no prompts (one prompt per line expected)")
         out += found
     if not out:
-        raise SampleError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE, or --reconstruct VIDEO")
+        raise SampleError("no prompt: give --prompt TEXT (repeatable) or --prompts_file FILE")
     return out
-
-
-def read_video(path):
-    """uint8 frames (T, H, W, 3) of the video to reconstruct, or SampleError."""
-    if not os.path.isfile(path):
-        raise SampleError(f"video {path} does not exist")
-    try:
-        return data.read_frames(path)
-    except Exception as e:
-        raise SampleError(f"cannot read video {path}: {first_line(e)}") from None
 
 
 def load_tokenizer(path, device="cpu"):
@@ -305,6 +259,12 @@ def parse_args(argv=None):
     g.add_argument("--ar_batch", type=int, default=64, help="prompts per AR generate call")
     g.add_argument("--sliding_window", action="store_true",
                    help="--num_keyframes past the model's max_keyframes: each next one after the last max_keyframes - 1")
+    add_decoder_and_output_flags(p)
+    return p.parse_args(argv)
+
+
+def add_decoder_and_output_flags(p):
+    """The flags sample.py and reconstruct.py share: how clips are decoded, and how the videos are written."""
     g = p.add_argument_group("diffusion decoder")
     g.add_argument("--cfg_scale", type=float, help="default: the checkpoint's (paper: 7.5)")
     g.add_argument("--guidance_rescale", type=float, help="default: the checkpoint's (paper: 0.7)")
@@ -321,12 +281,7 @@ def parse_args(argv=None):
     g.add_argument("--formats", default=",".join(FORMATS), type=lambda s: tuple(f for f in s.split(",") if f),
                    help=f"comma-separated subset of {','.join(FORMATS)}")
     g.add_argument("--min_size", type=int, default=128, help="upscale written frames to at least this many px")
-    g = p.add_argument_group("reconstruction")
-    g.add_argument("--reconstruct", metavar="VIDEO", help="tokenize this video's keyframes and decode them back")
-    g.add_argument("--zero_tokens", type=int, default=0, help="zero the first n deep tokens of each keyframe (Fig. 4)")
-    g.add_argument("--zero_last", action="store_true", help="zero the last n instead (renumbered: the least needed)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    return p.parse_args(argv)
 
 
 def decode_kwargs(args):
@@ -339,8 +294,6 @@ def decode_kwargs(args):
 def run(args):
     """Every check first, once; then text -> deep tokens -> clips -> files."""
     check_flags(args)
-    if args.reconstruct:
-        return run_reconstruction(args)
     prompts = read_prompts(args.prompt, args.prompts_file)
     ar, ar_config = load_ar(args.ar_ckpt, args.device)
     num_keyframes = args.num_keyframes or ar.cfg.max_keyframes
@@ -358,26 +311,6 @@ def run(args):
                   frame_stride=stride, keyframe_interval=args.keyframe_interval, num_keyframes=num_keyframes)
     print(f"wrote {len(prompts)} video(s) of {videos.shape[1]} frames ({num_keyframes} keyframes, "
           f"{videos.shape[1] / fps:.1f} s at {fps:g} fps) to {args.out}")
-
-
-def run_reconstruction(args):
-    """--reconstruct: the video's keyframes -> deep tokens -> clips, beside the original (paper Fig. 3 and 4)."""
-    frames = read_video(args.reconstruct)
-    tokenizer, denoiser, cfg = load_tokenizer(args.tokenizer_ckpt, args.device)
-    stride = check_stride(cfg, args.keyframe_interval, args.frame_stride)
-    print(model_defaults(args, cfg))
-    original, recon = reconstruct_video(tokenizer, denoiser, cfg, frames, keyframe_interval=args.keyframe_interval,
-                                        frame_stride=stride, zero_tokens=args.zero_tokens, zero_last=args.zero_last,
-                                        num_keyframes=args.num_keyframes, seed=args.seed, **decode_kwargs(args))
-    name = os.path.splitext(os.path.basename(args.reconstruct))[0] + "_recon"
-    name += f"_zero{'last' if args.zero_last else ''}{args.zero_tokens}" if args.zero_tokens else ""
-    fps = args.fps or args.source_fps / stride
-    for ext in [e for e in ("mp4", "gif") if e in args.formats] or ["mp4"]:
-        data.write_video(os.path.join(args.out, f"{name}.{ext}"), data.side_by_side(original, recon), fps,
-                         args.min_size)
-    which = "last" if args.zero_last else "first"
-    print(f"original | reconstruction ({len(recon)} frames, {which} {args.zero_tokens} of {cfg['n_queries']} tokens "
-          f"zeroed): PSNR {evaluate.psnr(original[None], recon[None]):.2f} dB -> {os.path.join(args.out, name)}.*")
 
 
 def main(argv=None):

@@ -1,4 +1,5 @@
-"""sample.py: text -> deep tokens -> clips -> mp4/gif, reconstruction, and clean errors, on tiny random checkpoints."""
+"""sample.py: text -> deep tokens -> clips -> mp4/gif, and clean errors; reconstruct.py (Fig. 3, 4); on tiny random
+checkpoints."""
 import csv
 import os
 import re
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 import data
+import reconstruct
 import sample
 import tokenizer as tok
 
@@ -60,9 +62,9 @@ def ckpts(tmp_path_factory):
     return {"tok": str(d / "tok.pt"), "ar": save_ar(str(d / "ar.pt"), 32), "ar_c8": save_ar(str(d / "ar_c8.pt"), 8)}
 
 
-def run(args, timeout=120):
+def run(args, timeout=120, script="sample.py"):
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "sample.py", *args], cwd=ROOT, env=env, capture_output=True, text=True,
+    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=timeout)
 
 
@@ -155,8 +157,8 @@ def test_decode_pairs_consecutive_keyframes_and_joins_clips():
 
 def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
     video = os.path.join(shapes_dir, "videos", "000000.mp4")
-    r = run(["--reconstruct", video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"],
-             "--zero_tokens", "1", "--ar_ckpt", "does/not/matter.pt"])
+    r = run([video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"], "--zero_tokens", "1"],
+            script="reconstruct.py")
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
     assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
@@ -167,12 +169,26 @@ def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
     assert np.abs(frames[:, ::4, :128:4].astype(int) - original).mean() < 8
 
 
+@pytest.mark.parametrize("flags, expect", [
+    (["missing.mp4"], "error: video missing.mp4 does not exist"),
+    (["VIDEO", "--zero_tokens", "-1"], "error: --zero_tokens must be >= 0, got -1"),
+    (["VIDEO", "--zero_tokens", "5"], "error: --zero_tokens must lie in [0, N_q=4], got 5"),
+    (["VIDEO", "--ddim_steps", "0"], "error: --ddim_steps must be [1, 1000], got 0"),
+])
+def test_reconstruct_mistakes_are_one_line_errors(flags, expect, ckpts, shapes_dir, tmp_path):
+    video = os.path.join(shapes_dir, "videos", "000000.mp4")
+    args = [video if f == "VIDEO" else f for f in flags] + ["--tokenizer_ckpt", ckpts["tok"], "--out", str(tmp_path)]
+    with pytest.raises(SystemExit, match=re.escape(expect)):
+        reconstruct.main(args)
+    assert not os.listdir(tmp_path)
+
+
 def test_zeroing_all_tokens_forgets_the_video(ckpts, shapes_dir):
     tokenizer, denoiser, cfg = sample.load_tokenizer(ckpts["tok"])
     videos = [data.read_frames(os.path.join(shapes_dir, "videos", f"00000{i}.mp4")) for i in (0, 1)]
     kw = dict(num_steps=2, progress=False, num_keyframes=2)
-    kept = [sample.reconstruct_video(tokenizer, denoiser, cfg, v, **kw)[1] for v in videos]
-    zeroed = [sample.reconstruct_video(tokenizer, denoiser, cfg, v, zero_tokens=4, **kw)[1] for v in videos]
+    kept = [reconstruct.reconstruct_video(tokenizer, denoiser, cfg, v, **kw)[1] for v in videos]
+    zeroed = [reconstruct.reconstruct_video(tokenizer, denoiser, cfg, v, zero_tokens=4, **kw)[1] for v in videos]
     assert not np.array_equal(kept[0], kept[1])
     assert np.array_equal(zeroed[0], zeroed[1])  # all N_q tokens zeroed: nothing of the input is left
 
@@ -295,7 +311,7 @@ def test_zero_tokens_zeroes_the_first_k_or_the_last_k(ckpts, shapes_dir, monkeyp
     seen = []
     monkeypatch.setattr(sample, "decode_videos", lambda tok, den, cfg, tokens, *a, **kw: seen.append(tokens.clone())
                         or torch.zeros(1, cfg["clip_frames"] + 1, 8, 8, 3, dtype=torch.uint8))
-    sample.reconstruct_video(tokenizer, denoiser, cfg, video, zero_tokens=1, zero_last=zero_last, num_keyframes=3)
+    reconstruct.reconstruct_video(tokenizer, denoiser, cfg, video, zero_tokens=1, zero_last=zero_last, num_keyframes=3)
     with torch.no_grad():
         own = tokenizer.encode(data.to_tensor(video[:17:8], cfg["image_size"]))  # (3, N_q, C)
     zeroed = [3] if zero_last else [0]
