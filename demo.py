@@ -1,7 +1,7 @@
 """
 The whole of nanoDiCoDe from scratch on a CPU, in one command:
 
-    python demo.py            # 28 minutes on a 2-core CPU (52 tokenizer clips/s) -> out/demo/
+    python demo.py            # 28 minutes on a 2-core CPU (52 tokenizer clips/s), 50 at 24 clips/s -> out/demo/
     python demo.py --smoke    # every stage for a few steps on tiny data and models (< 2 minutes) -> out/smoke/
 
 Each stage is the README's command, run as a subprocess (its output streamed here and kept
