@@ -77,7 +77,7 @@ def parse_args(argv=None):
 
 def run(args):
     """Every check first, once; then the video's keyframes -> deep tokens -> clips -> files."""
-    sample.check_flags(args, sample.FLAG_RANGES | {"zero_tokens": (0, None)})
+    sample.check_flags(args)
     frames = read_video(args.video)
     tokenizer, denoiser, cfg = sample.load_tokenizer(args.tokenizer_ckpt, args.device)
     stride = sample.check_stride(cfg, args.keyframe_interval, args.frame_stride)

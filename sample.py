@@ -36,11 +36,11 @@ AR_SETTINGS = (("temperature", "sample_temperature", 1.0, "temperature {:g}"),
                ("var_scale", "sample_var_scale", 0.01, "var_scale {:g}"),
                ("ar_cfg_scale", "sample_cfg_scale", 1.0, "CFG {:g}"),
                ("ar_cfg_mode", "sample_cfg_mode", "samples", "CFG on {}"))
-FLAG_RANGES = {  # flag: (low, high), inclusive; None = unbounded. Flags left unset take the checkpoint's values.
+FLAG_RANGES = {  # flag: (low, high), inclusive, None = unbounded; sample.py and reconstruct.py (unset: checkpoint)
     "num_keyframes": (2, None), "var_scale": (0, None), "temperature": (0, None), "ar_cfg_scale": (0, None),
     "ar_batch": (1, None), "cfg_scale": (0, None), "guidance_rescale": (0, 1), "ddim_steps": (1, 1000),
     "eta": (0, 1), "keyframe_interval": (1, None), "frame_stride": (1, None), "decode_batch": (1, None),
-    "fps": (1e-3, None), "source_fps": (1e-3, None), "min_size": (1, None),
+    "fps": (1e-3, None), "source_fps": (1e-3, None), "min_size": (1, None), "zero_tokens": (0, None),
 }
 
 
@@ -111,13 +111,13 @@ def write_samples(out_dir, prompts, videos, fps, formats=FORMATS, min_size=128, 
 # checks, each made once, by an entrance: run (command line) or generate_videos (Python)
 
 
-def check_flags(args, ranges=FLAG_RANGES):
+def check_flags(args):
     """--formats known and every numeric flag in its range, before anything is loaded: one line naming the flag."""
     unknown = sorted(set(args.formats) - set(FORMATS))
     if unknown:
         raise SampleError(f"--formats {','.join(args.formats)!r}: unknown {unknown}; choose from {','.join(FORMATS)}")
-    for name, (low, high) in ranges.items():
-        value = getattr(args, name, None)  # (reconstruct.py has a subset of the flags)
+    for name, (low, high) in FLAG_RANGES.items():
+        value = getattr(args, name, None)  # each script has its own subset of the flags
         if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
             bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
             raise SampleError(f"--{name} must be {bounds}, got {value}"
