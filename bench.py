@@ -176,7 +176,8 @@ def bench_tokenizer(args):
     cfg = configurator.apply_config(dict(vars(tt)), ["config/shapes.py"])
     torch.manual_seed(0)
     tokenizer, denoiser = tok.build_autoencoder(cfg)
-    model = tt.Autoencoder(tokenizer, denoiser, diffusion.make_alphas_cumprod(), "v", cfg["keyframe_loss_weight"])
+    model = tt.Autoencoder(tokenizer, denoiser, diffusion.make_alphas_cumprod(), "v", cfg["keyframe_loss_weight"],
+                            cfg["outline_loss_weight"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
     B = args.batch_size or cfg["batch_size"]

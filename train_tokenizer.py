@@ -87,6 +87,7 @@ prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
 keyframe_loss_weight = 1.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (0 = the paper's)
+outline_loss_weight = 4.0  # pixels on a bright object's outline weigh 1 + this in the diffusion loss (0 = the paper's)
 order_clips = 192  # > 0: at the end, renumber the deep tokens by how much the decoder needs them, on this many clips
 ddim_steps = 25  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
 cfg_scale = 2.0  # the paper's 7.5 turns this small decoder's errors into speckle
@@ -118,17 +119,21 @@ seed = 0  # demo.py --seed N passes --seed=N
 
 
 class Autoencoder(nn.Module):
-    """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips, plus
-    keyframe_loss_weight x the MSE of the head/rear frames redrawn from their own deep tokens."""
+    """E + Q + denoiser; forward(clips, frame_stride, drop) = paper Eq. (1) on a batch of clips (with
+    outline_loss_weight > 0 weighted toward the objects' outlines), plus keyframe_loss_weight x the MSE of the
+    head/rear frames redrawn from their own deep tokens."""
 
-    def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight=0.0):
+    def __init__(self, tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight=0.0,
+                 outline_loss_weight=0.0):
         super().__init__()
         token_map = getattr(denoiser, "token_map", None)
         if keyframe_loss_weight > 0 and getattr(token_map, "to_rgb", None) is None:
             raise ValueError("keyframe_loss_weight > 0 needs the VideoUNet denoiser built with render_maps=True "
                              f"(tokenizer.build_autoencoder does that); {type(denoiser).__name__} has no token map")
+        if outline_loss_weight > 0 and getattr(denoiser, "latent", False):
+            raise ValueError(f"outline_loss_weight > 0 weighs pixels; {type(denoiser).__name__} denoises VAE latents")
         self.tokenizer, self.denoiser, self.prediction_type = tokenizer, denoiser, prediction_type
-        self.keyframe_loss_weight = keyframe_loss_weight
+        self.keyframe_loss_weight, self.outline_loss_weight = keyframe_loss_weight, outline_loss_weight
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
     def condition(self, clips):
@@ -143,7 +148,9 @@ class Autoencoder(nn.Module):
         elif drop.any():  # the dropped rows get the zero frames' tokens, as above
             cond = torch.where(drop[:, None, None], self.condition(torch.zeros_like(clips[:1])), cond)
         x0 = self.denoiser.encode_frames(clips) if getattr(self.denoiser, "latent", False) else clips  # latent space
-        loss = diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod, self.prediction_type)
+        weights = diffusion.outline_weights(clips, self.outline_loss_weight) if self.outline_loss_weight > 0 else None
+        loss = diffusion.diffusion_loss(self.denoiser, x0, cond, frame_stride, self.alphas_cumprod,
+                                        self.prediction_type, weights=weights)
         if self.keyframe_loss_weight > 0 and self.tokenizer.query.queries.requires_grad:  # redraw: teaches Q
             # (B, 2 N_q, C) -> (2B, N_q, C): redraw head and rear frames
             drawn = self.denoiser.token_map.render(cond.view(-1, self.tokenizer.n_queries, cond.shape[-1]))
@@ -338,7 +345,8 @@ def main(config):
     tokenizer, denoiser = tok.build_autoencoder(config | {"clip_pretrained": encoder_weights})
     alphas_cumprod = diffusion.make_alphas_cumprod(zero_terminal_snr=zero_terminal_snr)
     try:
-        model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight).to(device)
+        model = Autoencoder(tokenizer, denoiser, alphas_cumprod, prediction_type, keyframe_loss_weight,
+                            outline_loss_weight).to(device)
     except ValueError as e:
         sys.exit(f"config error: {e}")
     ar, ar_sampling = None, None

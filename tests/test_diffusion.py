@@ -19,6 +19,7 @@ from diffusion import (  # noqa: E402
     ddim_timesteps,
     diffusion_loss,
     make_alphas_cumprod,
+    outline_weights,
     q_sample,
     rescale_cfg,
     v_target,
@@ -148,6 +149,51 @@ def test_diffusion_loss_is_eq1_with_the_drawn_t_and_noise():
     torch.testing.assert_close(loss, ((den(x_t, t, None, 1) - v) ** 2).mean())
     with pytest.raises(ValueError):
         diffusion_loss(den, x0, None, 1, ac, "x0")
+
+
+def test_weighted_diffusion_loss_is_the_weighted_mean_of_eq1():
+    """weights: the same draws, each element's squared error weighted, divided by the summed weight."""
+    ac = make_alphas_cumprod()
+    x0 = torch.randn(3, 2, 3, 4, 4, generator=torch.Generator().manual_seed(3))
+    weights = torch.rand(3, 2, 1, 4, 4, generator=torch.Generator().manual_seed(5)) * 4 + 1  # (B, T, 1, H, W)
+    lin = torch.nn.Linear(4, 4)
+
+    def den(x_t, t, cond, stride):
+        return lin(x_t)
+
+    loss = diffusion_loss(den, x0, None, 1, ac, "v", generator=torch.Generator().manual_seed(4), weights=weights)
+    g = torch.Generator().manual_seed(4)
+    t = torch.randint(0, 1000, (3,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    a = ac[t].view(-1, 1, 1, 1, 1)
+    err = (den(a.sqrt() * x0 + (1 - a).sqrt() * noise, t, None, 1) - (a.sqrt() * noise - (1 - a).sqrt() * x0)) ** 2
+    torch.testing.assert_close(loss, (err * weights).sum() / (3 * weights.sum()))  # 3 channels share a weight
+    plain = diffusion_loss(den, x0, None, 1, ac, "v", generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(plain, err.mean())
+    assert not torch.isclose(loss, plain)
+    # uniform weights, of any size, are the plain mean
+    torch.testing.assert_close(diffusion_loss(den, x0, None, 1, ac, "v", generator=torch.Generator().manual_seed(4),
+                                              weights=torch.full((1, 1, 1, 1, 1), 7.0)), plain)
+
+
+def test_outline_weights_are_the_band_around_a_rectangle():
+    """A filled rectangle rows r0..r1, columns c0..c1 on black: the 3 x 3 dilation minus the erosion is the rectangle
+    grown by one pixel minus the rectangle shrunk by one (closed form), whatever the object's colour."""
+    frames = -torch.ones(2, 3, 3, 16, 16)  # (B, T, 3, H, W), black
+    boxes = {(0, 0): (2, 6, 3, 9), (0, 2): (8, 14, 1, 4), (1, 1): (5, 10, 5, 12)}
+    for (b, t), (r0, r1, c0, c1) in boxes.items():
+        frames[b, t, (b + t) % 3, r0:r1 + 1, c0:c1 + 1] = 0.3  # one channel, dim: the channel max sees it
+    w = outline_weights(frames, 4.0)
+    assert w.shape == (2, 3, 1, 16, 16)
+    for b in range(2):
+        for t in range(3):
+            band = torch.zeros(16, 16)
+            if (b, t) in boxes:
+                r0, r1, c0, c1 = boxes[(b, t)]
+                band[r0 - 1:r1 + 2, c0 - 1:c1 + 2] = 1
+                band[r0 + 1:r1, c0 + 1:c1] = 0
+            assert torch.equal(w[b, t, 0], 1 + 4.0 * band), (b, t)
+    assert torch.equal(outline_weights(frames, 0.0), torch.ones_like(w))
 
 
 # ----------------------------------------------------------------------------- guidance rescale

@@ -9,6 +9,7 @@ import torch
 import configurator
 import diffusion
 import tokenizer as tok
+import train_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIG = os.path.join(ROOT, "config", "tokenizer_paper.py")
@@ -136,6 +137,8 @@ def test_build_autoencoder_unet3d(tiny_pretrained_dir):
                                     diffusion.make_alphas_cumprod())
     loss.backward()
     assert tokenizer.query.queries.grad.abs().sum() > 0  # the diffusion loss teaches Q through the UNet
+    with pytest.raises(ValueError, match="outline_loss_weight.*latents"):  # the outline is in pixels, not latents
+        train_tokenizer.Autoencoder(tokenizer, den, diffusion.make_alphas_cumprod(), "v", outline_loss_weight=4.0)
 
 
 def test_paper_config_applies_to_train_tokenizer():
@@ -146,7 +149,8 @@ def test_paper_config_applies_to_train_tokenizer():
     assert settings["learning_rate"] == 1e-5 and settings["max_iters"] == 100000
     assert settings["batch_size"] * settings["gradient_accumulation_steps"] == 64  # global, over all processes
     assert settings["min_lr"] == settings["learning_rate"]  # constant
-    assert (settings["keyframe_loss_weight"], settings["order_clips"], settings["cfg_scale"]) == (0.0, 0, 7.5)
+    assert (settings["keyframe_loss_weight"], settings["outline_loss_weight"]) == (0.0, 0.0)  # Eq. (1) alone
+    assert (settings["order_clips"], settings["cfg_scale"]) == (0, 7.5)
     assert (settings["q_type"], settings["q_heads"], settings["q_head_dim"]) == ("perceiver", 12, 64)  # the release's
     assert settings["per_frame_context"] and settings["cond_drop_prob"] == 0.1
 
