@@ -87,7 +87,7 @@ prediction_type = "v"
 zero_terminal_snr = True
 cond_drop_prob = 0.05  # classifier-free guidance: condition on the tokens of an all-zero image
 keyframe_loss_weight = 1.0  # auxiliary loss: the decoder's token maps redraw the head/rear frames (0 = the paper's)
-outline_loss_weight = 4.0  # pixels on a bright object's outline weigh 1 + this in the diffusion loss (0 = the paper's)
+outline_loss_weight = 0.0  # > 0: pixels on a bright object's outline weigh 1 + this in the diffusion loss (0 = the paper's)
 order_clips = 192  # > 0: at the end, renumber the deep tokens by how much the decoder needs them, on this many clips
 ddim_steps = 25  # eval reconstructions; stored in the checkpoint with cfg_scale and guidance_rescale as sample.py's default
 cfg_scale = 2.0  # the paper's 7.5 turns this small decoder's errors into speckle

@@ -38,11 +38,10 @@ eval_clips = 8
 eval_interval = 5000
 log_interval = 50
 # diffusion: v-prediction, zero-terminal-SNR scaled-linear schedule, 10% condition drop (the release's); the diffusion loss alone
-# (no keyframe redraw loss, no outline weighting) and Q's queries in their own order (no renumbering): the paper's. Eval reconstructions
+# (no keyframe redraw loss) and Q's queries in their own order (no renumbering): the paper's. Eval reconstructions
 # with the paper's sampler: DDIM 50 steps, CFG 7.5, guidance rescale 0.7
 cond_drop_prob = 0.1
 keyframe_loss_weight = 0.0
-outline_loss_weight = 0.0
 order_clips = 0
 ddim_steps = 50
 cfg_scale = 7.5
