@@ -80,8 +80,8 @@ def test_bounce_keeps_object_inside():
 
 def test_clip_dataset_shapes_strides_values(shapes_dir):
     torch.manual_seed(0)
-    ds = data.ClipDataset(os.path.join(shapes_dir, "videos.csv"), size=32, clip_frames=8, max_stride=4)
-    strides = []
+    ds = data.ClipDataset(os.path.join(shapes_dir, "videos.csv"), size=32, clip_frames=8, max_stride=4, cache=True)
+    strides = []  # (read from RAM: the seeks into files are test_clip_frames_are_the_strided_frames')
     for i in range(40):
         item = ds[i % len(ds)]
         assert item["frames"].shape == (9, 3, 32, 32) and item["frames"].dtype == torch.float32
@@ -89,7 +89,7 @@ def test_clip_dataset_shapes_strides_values(shapes_dir):
         assert item["frames"].min() == -1  # black background
         strides.append(item["frame_stride"])
     assert set(strides) == {1, 2, 3, 4}  # 33 frames fit 8 x 4 + 1
-    ds_long = data.ClipDataset(os.path.join(shapes_dir, "videos.csv"), size=32, clip_frames=8, max_stride=10)
+    ds_long = data.ClipDataset(os.path.join(shapes_dir, "videos.csv"), size=32, clip_frames=8, max_stride=10, cache=True)
     assert max(ds_long[i % 24]["frame_stride"] for i in range(60)) == 4  # longer strides don't fit
 
 

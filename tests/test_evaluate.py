@@ -4,8 +4,6 @@ import csv
 import json
 import math
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -15,7 +13,6 @@ import data
 import evaluate as ev
 from diffusion import make_alphas_cumprod
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = [pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning"),  # the I3D file format is TorchScript
               pytest.mark.usefixtures("one_thread")]
 
@@ -269,7 +266,8 @@ def test_clipsim_is_the_mean_frame_text_cosine(truth):
 
 
 def test_command_line_end_to_end(truth, tmp_path):
-    """evaluate.py on a frames.npz (as sample.py writes it) against a real manifest: analyser, CLIPSIM, FVD."""
+    """evaluate.py's main on a frames.npz (as sample.py writes it) against a real manifest: analyser, CLIPSIM, FVD
+    (demo.py's evaluate stage runs it as a command)."""
     videos, captions, out = truth
     np.savez_compressed(tmp_path / "frames.npz", frames=np.stack([v[:17] for v in videos[:16]]),
                         prompts=np.array(captions[:16]), clip_frames=8, fps=8.0)
@@ -277,12 +275,9 @@ def test_command_line_end_to_end(truth, tmp_path):
     torch.manual_seed(0)
     torch.save(tok.create_clip("nanodicode-tiny").state_dict(), tmp_path / "clip.pt")  # a "weights file"
     torch.jit.save(torch.jit.script(TinyI3D()), str(tmp_path / "i3d.pt"))
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "evaluate.py", "--samples", str(tmp_path / "frames.npz"), "--real",
-           os.path.join(out, "videos.csv"), "--max_real", "24", "--clip_model", "nanodicode-tiny", "--clip_pretrained",
-           str(tmp_path / "clip.pt"), "--i3d", str(tmp_path / "i3d.pt"), "--out", str(tmp_path / "m.json")]
-    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    ev.main(["--samples", str(tmp_path / "frames.npz"), "--real", os.path.join(out, "videos.csv"), "--max_real", "24",
+             "--clip_model", "nanodicode-tiny", "--clip_pretrained", str(tmp_path / "clip.pt"), "--i3d",
+             str(tmp_path / "i3d.pt"), "--out", str(tmp_path / "m.json")])
     m = json.load(open(tmp_path / "m.json"))
     assert m["shapes_all"] == 1.0 and m["real_shapes_all"] == 1.0 and m["shapes_videos"] == 16
     assert all(math.isfinite(m[k]) for k in ("clipsim", "clipsim_real", "fvd")) and -1 <= m["clipsim"] <= 1
@@ -293,9 +288,8 @@ def test_command_line_end_to_end(truth, tmp_path):
     whole = data.read_frames(data.read_manifest(os.path.join(out, "videos.csv"))[0]["path"])
     assert np.abs(real[0][1].astype(int) - ev.load_videos(os.path.join(out, "videos.csv"), 1, size=16)[0][0][2]).max() == 0
     assert whole.shape == (33, 32, 32, 3)
-    r = subprocess.run([sys.executable, "evaluate.py", "--samples", str(tmp_path / "nope.npz")], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "error:" in r.stderr and "Traceback" not in r.stderr
+    with pytest.raises(SystemExit, match=r"^error: .*nope\.npz"):  # a user mistake: one line
+        ev.main(["--samples", str(tmp_path / "nope.npz")])
 
 
 def test_tokenizer_metrics_on_a_perfect_and_a_blind_decoder(truth):

@@ -62,16 +62,13 @@ def ckpts(tmp_path_factory):
     return {"tok": str(d / "tok.pt"), "ar": save_ar(str(d / "ar.pt"), 32), "ar_c8": save_ar(str(d / "ar_c8.pt"), 8)}
 
 
-def run(args, timeout=120, script="sample.py"):
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, script, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 def test_end_to_end_writes_mp4_gif_npz(ckpts, tmp_path):
     out = tmp_path / "samples"
-    r = run(["--prompt", "a red circle moving right", "--prompt", "a blue square standing still", "--num_keyframes",
-             "3", "--ddim_steps", "2", "--out", str(out), "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"]])
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")  # the command line (the other tests: sample.main)
+    r = subprocess.run([sys.executable, "sample.py", "--prompt", "a red circle moving right", "--prompt",
+                        "a blue square standing still", "--num_keyframes", "3", "--ddim_steps", "2", "--out", str(out),
+                        "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"]], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     frames = (3 - 1) * 4 + 1  # (K - 1) clip_frames + 1
     for name in ("000_a_red_circle_moving_right", "001_a_blue_square_standing_still"):
@@ -117,8 +114,7 @@ def test_sliding_window_goes_past_the_trained_length(ckpts, tmp_path):
     out = tmp_path / "long"
     common = ["--prompt", "a red circle moving right", "--ddim_steps", "1", "--tokenizer_ckpt", ckpts["tok"],
               "--ar_ckpt", ckpts["ar"], "--formats", "npz"]
-    r = run(common + ["--num_keyframes", "5", "--sliding_window", "--out", str(out)])
-    assert r.returncode == 0, r.stderr[-2000:]
+    sample.main(common + ["--num_keyframes", "5", "--sliding_window", "--out", str(out)])
     assert np.load(out / "frames.npz")["frames"].shape == (1, 4 * 4 + 1, 32, 32, 3)
     ar, _ = sample.load_ar(ckpts["ar"])
     long = sample.generate_tokens(ar, ["x"], 5, progress=False, var_scale=0.0, temperature=0.0)
@@ -155,15 +151,15 @@ def test_decode_pairs_consecutive_keyframes_and_joins_clips():
     assert sample.join_clips(clips).tolist() == [[0, 1, 2, 4, 5]]  # clip 1's head frame (3) is clip 0's rear
 
 
-def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path):
+def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path, capsys):
     video = os.path.join(shapes_dir, "videos", "000000.mp4")
-    r = run([video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"], "--zero_tokens", "1"],
-            script="reconstruct.py")
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    reconstruct.main([video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"],
+                      "--zero_tokens", "1"])
+    stdout = capsys.readouterr().out
     frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
     assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
-    assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in r.stdout
-    assert "decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint)\n" in r.stdout  # no AR
+    assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in stdout
+    assert "decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint)\n" in stdout  # no AR
     # the left half is the original at the decoder's frame positions
     original = data.read_frames(video)[::2][:17]
     assert np.abs(frames[:, ::4, :128:4].astype(int) - original).mean() < 8
@@ -239,12 +235,11 @@ def test_user_mistakes_are_one_line_errors(case, ckpts, tmp_path):
                                "supports at most 3 keyframes"),
         "missing_checkpoint": (["--prompt", "x", "--ar_ckpt", str(tmp_path / "nope.pt")], "does not exist"),
     }[case]
-    r = run(base + args)
-    assert r.returncode != 0
-    assert "error:" in r.stderr and expect in r.stderr, r.stderr[-2000:]
-    assert "Traceback" not in r.stderr
+    with pytest.raises(SystemExit) as error:  # one line, no traceback (sample.main as the command line runs it)
+        sample.main(base + args)
+    assert str(error.value).startswith("error: ") and expect in str(error.value), error.value
     if case == "mismatched_checkpoints":
-        assert "C=8" in r.stderr  # both values named
+        assert "C=8" in str(error.value)  # both values named
     assert not os.path.exists(tmp_path / "o" / "frames.npz")
 
 
@@ -282,12 +277,13 @@ def test_encode_splits_shards_over_torchrun_processes_and_resumes(ckpts, shapes_
     args = ["encode", "--ckpt", ckpts["tok"], "--manifest", f"{shapes_dir}/videos.csv", "--shard_size", "5",
             "--max_keyframes", "3"]
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    one = subprocess.run([sys.executable, "tokenizer.py", *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=300)
+    one = subprocess.Popen([sys.executable, "tokenizer.py", *args, "--out", str(tmp_path / "one")], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # beside the two below
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                           "tokenizer.py", *args, "--out", str(tmp_path / "two")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0 and two.returncode == 0, one.stderr[-2000:] + two.stderr[-2000:]
+    one_err = one.communicate(timeout=300)[1]
+    assert one.returncode == 0 and two.returncode == 0, one_err[-2000:] + two.stderr[-2000:]
     assert "by process 0 of 2" in two.stdout and "by process 1 of 2" in two.stdout
     names = sorted(os.listdir(tmp_path / "one"))
     assert len(names) == 5 and sorted(os.listdir(tmp_path / "two")) == names  # 24 videos, 5 per shard
@@ -353,20 +349,16 @@ def test_msrvtt_protocol_at_toy_size(ckpts, tmp_path):
     (tmp_path / "test_videodatainfo.json").write_text(json.dumps(meta))
     data.main(["msrvtt", "--annotations", str(tmp_path / "test_videodatainfo.json"), "--videos", str(videos),
                "--out", str(tmp_path / "msrvtt")])
-    r = run(["--prompts_file", str(tmp_path / "msrvtt" / "prompts.txt"), "--num_keyframes", "3", "--ddim_steps", "1",
-             "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"], "--out", str(tmp_path / "out"),
-             "--formats", "npz"])
-    assert r.returncode == 0, r.stderr[-2000:]
+    sample.main(["--prompts_file", str(tmp_path / "msrvtt" / "prompts.txt"), "--num_keyframes", "3", "--ddim_steps",
+                 "1", "--tokenizer_ckpt", ckpts["tok"], "--ar_ckpt", ckpts["ar"], "--out", str(tmp_path / "out"),
+                 "--formats", "npz"])
     torch.manual_seed(0)
     torch.save(tok.create_clip("nanodicode-tiny").state_dict(), tmp_path / "clip.pt")
     torch.jit.save(torch.jit.script(TinyI3D()), str(tmp_path / "i3d.pt"))
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, "evaluate.py", "--samples", str(tmp_path / "out" / "frames.npz"), "--real",
-                        str(tmp_path / "msrvtt" / "videos.csv"), "--clip_model", "nanodicode-tiny", "--clip_pretrained",
-                        str(tmp_path / "clip.pt"), "--i3d", str(tmp_path / "i3d.pt"), "--fvd_frames", "8",
-                        "--out", str(tmp_path / "m.json")], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=300)
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    import evaluate
+    evaluate.main(["--samples", str(tmp_path / "out" / "frames.npz"), "--real", str(tmp_path / "msrvtt" / "videos.csv"),
+                   "--clip_model", "nanodicode-tiny", "--clip_pretrained", str(tmp_path / "clip.pt"), "--i3d",
+                   str(tmp_path / "i3d.pt"), "--fvd_frames", "8", "--out", str(tmp_path / "m.json")])
     m = json.load(open(tmp_path / "m.json"))
     assert m["fvd_real_videos"] == m["fvd_fake_videos"] == 4 and m["shapes_unparsed"] == 4
     assert all(np.isfinite(m[k]) for k in ("fvd", "clipsim", "clipsim_real"))

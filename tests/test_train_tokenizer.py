@@ -1,7 +1,9 @@
 import os
+import shutil
 import subprocess
 import sys
 
+import pytest
 import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -12,25 +14,41 @@ TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layer
         "--keyframe_loss_weight=1.0"]  # as config/shapes.py: every trained layer must get a gradient under DDP
 
 
-def run(args, out_dir, shapes_dir, torchrun=False):
+def start(args, out_dir, shapes_dir, torchrun=False):
+    """train_tokenizer.py with the tiny settings, one thread, started in the background."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun
            else [sys.executable]) + ["train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={out_dir}"] + TINY + args
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result.stdout
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc):
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
+    return stdout
+
+
+def run(args, out_dir, shapes_dir, torchrun=False):
+    return finish(start(args, out_dir, shapes_dir, torchrun))
 
 
 def load(out_dir):
     return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
 
 
-def test_resume_equals_straight_run(shapes_dir, tmp_path):
-    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+@pytest.fixture(scope="module")
+def two_steps(shapes_dir, tmp_path_factory):
+    """One 2-step run (videos cached in RAM), shared read-only by the tests below: (out_dir, its stdout)."""
+    out_dir = str(tmp_path_factory.mktemp("two_steps"))
+    return out_dir, run(["--max_iters=2", "--eval_interval=2"], out_dir, shapes_dir)
+
+
+def test_resume_equals_straight_run(shapes_dir, two_steps, tmp_path):
     """4 steps straight == 2 steps, then a resume for 2 more (the cosine schedule follows lr_decay_iters, so the
     first run may stop early); a resume with another learning rate is refused unless named."""
-    run(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)
-    run(["--max_iters=2", "--eval_interval=2"], resumed, shapes_dir)
+    straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+    straight_run = start(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)  # beside the resumed one
+    shutil.copytree(two_steps[0], resumed)
     assert load(resumed)["iter_num"] == 2
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     refused = subprocess.run([sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={resumed}"]
@@ -41,6 +59,7 @@ def test_resume_equals_straight_run(shapes_dir, tmp_path):
            "--override_on_resume=learning_rate" in refused.stderr
     out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume"], resumed, shapes_dir)
     assert "resumed from" in out
+    finish(straight_run)
     a, b = load(straight), load(resumed)
     assert a["iter_num"] == b["iter_num"] == 4
     for part in ("tokenizer", "denoiser"):
@@ -87,23 +106,18 @@ def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
     assert result.returncode != 0 and "dtype must be one of float32, bfloat16, got 'bf16'" in result.stderr
 
 
-def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, tmp_path):
+def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, two_steps, tmp_path):
     """cache_mib=0: every clip seeks into its file instead of RAM. One at a time: the same clips as the cache, so
-    the same weights. Four threads at a time: each clip drawn with its own seed, so a resumed run still equals a
-    straight one."""
-    cached = run(["--max_iters=2", "--eval_interval=2"], str(tmp_path / "cached"), shapes_dir)
+    the same weights. (Several threads at a time draw each clip with its own seed: test_training.py kills and
+    resumes such a run.)"""
     seeked = run(["--max_iters=2", "--eval_interval=2", "--cache_mib=0", "--loader_threads=0"], str(tmp_path / "seeked"),
                  shapes_dir)
-    assert "held in RAM (cache_mib 2048)" in cached and "over cache_mib 0, so each clip is decoded from its file" in seeked
-    threads = ["--cache_mib=0", "--loader_threads=4", "--eval_interval=2"]
-    run(threads + ["--max_iters=4"], str(tmp_path / "straight"), shapes_dir)
-    run(threads + ["--max_iters=2"], str(tmp_path / "resumed"), shapes_dir)
-    run(threads + ["--max_iters=4", "--init_from=resume"], str(tmp_path / "resumed"), shapes_dir)
-    for a, b in ((load(str(tmp_path / "cached")), load(str(tmp_path / "seeked"))),
-                 (load(str(tmp_path / "straight")), load(str(tmp_path / "resumed")))):
-        for part in ("tokenizer", "denoiser"):
-            for name, tensor in a[part].items():
-                assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
+    assert "held in RAM (cache_mib 2048)" in two_steps[1]
+    assert "over cache_mib 0, so each clip is decoded from its file" in seeked
+    a, b = load(two_steps[0]), load(str(tmp_path / "seeked"))
+    for part in ("tokenizer", "denoiser"):
+        for name, tensor in a[part].items():
+            assert torch.equal(tensor, b[part][name]), f"{part}.{name} differs"
 
 
 def tiny_ar_checkpoint(path, n_queries=4, token_dim=32, max_keyframes=5, **config):
@@ -116,15 +130,14 @@ def tiny_ar_checkpoint(path, n_queries=4, token_dim=32, max_keyframes=5, **confi
     return ar.eval()
 
 
-def test_ar_batch_conditions_clips_on_the_ar_models_teacher_forced_tokens(shapes_dir, tmp_path, monkeypatch):
+def test_ar_batch_conditions_clips_on_the_ar_models_teacher_forced_tokens(shapes_dir, two_steps, tmp_path, monkeypatch):
     """get_ar_batch: each clip runs between keyframes i and i + 1 of a video (every frame at stride 1 for
     keyframes 8 frames apart); its condition is what the AR model predicts for those two keyframes from the caption
     and the true keyframes before them (ARModel.predict), or with ar_token_prob 0 the keyframes' own tokens."""
     import data
     import tokenizer as tok
     import train_tokenizer as tt
-    run(["--max_iters=1", "--eval_interval=1"], str(tmp_path / "tok"), shapes_dir)
-    tokenizer, _, cfg = tok.load_autoencoder(str(tmp_path / "tok" / "ckpt.pt"))
+    tokenizer, _, cfg = tok.load_autoencoder(os.path.join(two_steps[0], "ckpt.pt"))
     ar = tiny_ar_checkpoint(str(tmp_path / "ar.pt"))
     for key in ("clip_frames", "image_size"):
         monkeypatch.setattr(tt, key, cfg[key])
@@ -146,14 +159,13 @@ def test_ar_batch_conditions_clips_on_the_ar_models_teacher_forced_tokens(shapes
             torch.testing.assert_close(cond[b], want[0, i:i + 2].flatten(0, 1), atol=1e-5, rtol=1e-5)
 
 
-def test_decoder_fine_tuning_on_ar_tokens_keeps_e_and_q(shapes_dir, tmp_path):
+def test_decoder_fine_tuning_on_ar_tokens_keeps_e_and_q(shapes_dir, two_steps, tmp_path):
     """init_from a tokenizer checkpoint + ar_ckpt: the decoder trains, E and Q (whose tokens the AR model reads)
     do not, the deep tokens are not renumbered; without a checkpoint to start from it is a one-line error."""
-    run(["--max_iters=1", "--eval_interval=1"], str(tmp_path / "tok"), shapes_dir)
     tiny_ar_checkpoint(str(tmp_path / "ar.pt"), sample_var_scale=0.01, sample_temperature=0.0)
-    start = load(str(tmp_path / "tok"))
-    out = run([f"--init_from={tmp_path / 'tok' / 'ckpt.pt'}", f"--ar_ckpt={tmp_path / 'ar.pt'}", "--max_iters=2",
-               "--eval_interval=2", "--order_clips=4"], str(tmp_path / "ft"), shapes_dir)
+    start = load(two_steps[0])
+    out = run([f"--init_from={os.path.join(two_steps[0], 'ckpt.pt')}", f"--ar_ckpt={tmp_path / 'ar.pt'}",
+               "--max_iters=2", "--eval_interval=2", "--order_clips=4"], str(tmp_path / "ft"), shapes_dir)
     assert "fine-tuning the decoder on" in out and "var_scale 0.01, temperature 0" in out
     assert "renumbered" not in out
     tuned = load(str(tmp_path / "ft"))

@@ -52,11 +52,9 @@ def run_killed_at_random(cmd, out_dir, seed, kills):
     """Run `cmd` (with --init_from=resume once a checkpoint exists), kill -9 it `kills` times at random moments
     after its start-up, then let it finish. Returns the number of kills that hit a running process."""
     rng, hits = random.Random(seed), 0
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     for attempt in range(kills + 1):
         resume = ["--init_from=resume"] if os.path.isfile(os.path.join(out_dir, "ckpt.pt")) else []
-        proc = subprocess.Popen(cmd + resume, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True)
+        proc = start(cmd + resume)
         if attempt < kills:
             for line in proc.stdout:  # start-up done (imports, data): now training and checkpointing
                 if line.startswith(("iter ", "step ", "eval ")):
@@ -66,9 +64,18 @@ def run_killed_at_random(cmd, out_dir, seed, kills):
             proc.kill()
             proc.wait()
             continue
-        log = proc.stdout.read()
-        assert proc.wait() == 0, log[-3000:]
+        finish(proc)
     return hits
+
+
+def start(cmd):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def finish(proc):
+    log = proc.stdout.read()
+    assert proc.wait() == 0, log[-3000:]
 
 
 def assert_same_state(a, b, keys):
@@ -84,8 +91,9 @@ def test_train_ar_killed_at_random_then_resumed_is_bit_equal(tmp_path, seed):
     args = lambda out: [sys.executable, "train_ar.py"] + common(  # noqa: E731
         tokens, str(tmp_path / out), max_iters=40, eval_interval=1, log_interval=1, lr_decay_iters=40,
         text_drop_prob=0.3, visual_drop_prob=0.3)
-    run_killed_at_random(args("straight"), str(tmp_path / "straight"), seed, kills=0)
+    straight = start(args("straight"))  # beside the killed run: one thread each, and start-up is most of their time
     hits = run_killed_at_random(args("killed"), str(tmp_path / "killed"), seed, kills=3)
+    finish(straight)
     assert hits >= 1  # at least one kill landed mid-run (else the test tested nothing)
     a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("straight", "killed"))
     assert a["iter_num"] == b["iter_num"] == 40
@@ -97,11 +105,15 @@ def test_train_ar_killed_at_random_then_resumed_is_bit_equal(tmp_path, seed):
 
 
 def test_train_tokenizer_killed_at_random_then_resumed_is_bit_equal(shapes_dir, tmp_path):
+    """Clips read from their files by 4 threads at a time (cache_mib=0): each clip's own seed is drawn in the
+    main process, so neither the threads' timing nor a resume changes the batches."""
     args = lambda out: [sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}",  # noqa: E731
                         f"--out_dir={tmp_path / out}"] + TOKENIZER_TINY + [
-        "--max_iters=12", "--lr_decay_iters=12", "--eval_interval=1", "--eval_clips=1", "--ddim_steps=1"]
-    run_killed_at_random(args("straight"), str(tmp_path / "straight"), 0, kills=0)
+        "--max_iters=12", "--lr_decay_iters=12", "--eval_interval=1", "--eval_clips=1", "--ddim_steps=1",
+        "--cache_mib=0", "--loader_threads=4"]
+    straight = start(args("straight"))
     hits = run_killed_at_random(args("killed"), str(tmp_path / "killed"), 1, kills=2)
+    finish(straight)
     assert hits >= 1
     a, b = (torch.load(tmp_path / d / "ckpt.pt", weights_only=True) for d in ("straight", "killed"))
     assert a["iter_num"] == b["iter_num"] == 12
