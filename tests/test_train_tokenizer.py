@@ -32,6 +32,14 @@ def run(args, out_dir, shapes_dir, torchrun=False):
     return finish(start(args, out_dir, shapes_dir, torchrun))
 
 
+def refused(args, out_dir, shapes_dir):
+    """A run that must stop on a mistake with a message, not a traceback: (stdout, stderr)."""
+    proc = start(args, out_dir, shapes_dir)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
+    return stdout, stderr
+
+
 def load(out_dir):
     return torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
 
@@ -50,13 +58,9 @@ def test_resume_equals_straight_run(shapes_dir, two_steps, tmp_path):
     straight_run = start(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)  # beside the resumed one
     shutil.copytree(two_steps[0], resumed)
     assert load(resumed)["iter_num"] == 2
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    refused = subprocess.run([sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={resumed}"]
-                             + TINY + ["--max_iters=4", "--learning_rate=2e-3", "--init_from=resume"], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    stderr = refused(["--max_iters=4", "--learning_rate=2e-3", "--init_from=resume"], resumed, shapes_dir)[1]
     assert "learning_rate=0.002 (checkpoint: 0.001). Use the checkpoint's, or accept them with " \
-           "--override_on_resume=learning_rate" in refused.stderr
+           "--override_on_resume=learning_rate" in stderr
     out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume"], resumed, shapes_dir)
     assert "resumed from" in out
     finish(straight_run)
@@ -85,13 +89,10 @@ def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
 def test_diverged_run_skips_non_finite_steps_then_stops(shapes_dir, tmp_path):
     """lr 1e30: the first update blows the weights up, the next losses are NaN; each such step is skipped
     with a log line and max_bad_steps of them in a row end the run with a message, not a traceback."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={tmp_path}"] + TINY + [
-        "--learning_rate=1e30", "--max_iters=50", "--eval_interval=50", "--max_bad_steps=3"]
-    result = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "3 non-finite steps in a row (iters 1-3), none of them applied: stopped" in result.stderr
-    assert [line.split(":")[0] for line in result.stdout.splitlines() if "update skipped" in line] == [
+    stdout, stderr = refused(["--learning_rate=1e30", "--max_iters=50", "--eval_interval=50", "--max_bad_steps=3"],
+                             str(tmp_path), shapes_dir)
+    assert "3 non-finite steps in a row (iters 1-3), none of them applied: stopped" in stderr
+    assert [line.split(":")[0] for line in stdout.splitlines() if "update skipped" in line] == [
         "iter 1", "iter 2", "iter 3"]
 
 
@@ -172,8 +173,5 @@ def test_decoder_fine_tuning_on_ar_tokens_keeps_e_and_q(shapes_dir, two_steps, t
     for name, tensor in start["tokenizer"].items():
         assert torch.equal(tensor, tuned["tokenizer"][name]), name
     assert not torch.equal(start["denoiser"]["conv_in.weight"], tuned["denoiser"]["conv_in.weight"])
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    refused = subprocess.run([sys.executable, "train_tokenizer.py", f"--data_dir={shapes_dir}",
-                              f"--out_dir={tmp_path / 'x'}", f"--ar_ckpt={tmp_path / 'ar.pt'}"] + TINY,
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert refused.returncode != 0 and "init_from must name its checkpoint" in refused.stderr
+    assert "init_from must name its checkpoint" in refused([f"--ar_ckpt={tmp_path / 'ar.pt'}"], str(tmp_path / "x"),
+                                                           shapes_dir)[1]
