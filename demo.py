@@ -203,14 +203,13 @@ class Pipeline:
         video = held_out_video(os.path.join(self.data, "videos.csv"), checkpoint_config(ckpts[0])["val_fraction"])
         stem = os.path.splitext(os.path.basename(video))[0]
         n_q = checkpoint_config(ckpts[0])["n_queries"]
-        for zero in (0, n_q // 2):  # Fig. 3: keyframes -> deep tokens -> video; Fig. 4: half of the tokens zeroed
-            target = os.path.join(self.out, f"{stem}_recon" + (f"_zero{zero}" if zero else "") + ".mp4")
-            if newer(target, ckpts[:1]):
-                self.skip(f"reconstruct_zero{zero}", f"{target} is up to date")
-                continue
-            self.run(f"reconstruct_zero{zero}", ["reconstruct.py", video, "--zero_tokens", str(zero),
-                                                  "--out", self.out, "--tokenizer_ckpt", ckpts[0],
-                                                  "--seed", str(self.seed)])
+        zeros = (0, n_q // 2)  # Fig. 3: keyframes -> deep tokens -> video; Fig. 4: half of the tokens zeroed
+        targets = [os.path.join(self.out, f"{stem}_recon" + (f"_zero{zero}" if zero else "") + ".mp4") for zero in zeros]
+        if all(newer(target, ckpts[:1]) for target in targets):
+            self.skip("reconstruct", f"{', '.join(targets)} are up to date")
+        else:
+            self.run("reconstruct", ["reconstruct.py", video, "--zero_tokens", *map(str, zeros), "--out", self.out,
+                                     "--tokenizer_ckpt", ckpts[0], "--seed", str(self.seed)])
 
     def evaluate(self, i3d=None):
         metrics = os.path.join(self.out, "metrics.json")

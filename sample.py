@@ -117,11 +117,12 @@ def check_flags(args):
     if unknown:
         raise SampleError(f"--formats {','.join(args.formats)!r}: unknown {unknown}; choose from {','.join(FORMATS)}")
     for name, (low, high) in FLAG_RANGES.items():
-        value = getattr(args, name, None)  # each script has its own subset of the flags
-        if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
-            bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
-            raise SampleError(f"--{name} must be {bounds}, got {value}"
-                              + (" (the decoder was trained on 1000 diffusion steps)" if name == "ddim_steps" else ""))
+        values = getattr(args, name, None)  # each script has its own subset of the flags; some take several values
+        for value in values if isinstance(values, list) else [values]:
+            if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
+                bounds = f"[{low}, {high}]" if high is not None else f">= {low}"
+                raise SampleError(f"--{name} must be {bounds}, got {value}" + (
+                    " (the decoder was trained on 1000 diffusion steps)" if name == "ddim_steps" else ""))
 
 
 def read_prompts(prompts=(), prompts_file=None):

@@ -1,8 +1,12 @@
+import contextlib
+import io
 import os
+import runpy
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups: each failed one costs ~30 s
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -26,3 +30,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def run_script(script, args):
+    """`python <script> <args>` run in this process on one thread: what it printed. Its imports stay warm (a process
+    spends ~9 s importing before its first step); the smoke demo and test_byo_videos.py run the same scripts as
+    processes. A SystemExit (a script's one-line error) propagates, with the log printed before it as `.log`."""
+    old_argv, threads, log = sys.argv, torch.get_num_threads(), io.StringIO()
+    sys.argv = [os.path.join(ROOT, script)] + list(args)
+    torch.set_num_threads(1)
+    try:
+        with contextlib.redirect_stdout(log):
+            runpy.run_path(sys.argv[0], run_name="__main__")
+    except SystemExit as stop:
+        stop.log = log.getvalue()
+        raise
+    finally:
+        sys.argv = old_argv
+        torch.set_num_threads(threads)
+    return log.getvalue()

@@ -15,7 +15,7 @@ import demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ["data", "tokenizer", "encode", "ar_stage1", "ar_stage2", "ar_stage3", "ar_stage4", "sample",
-          "reconstruct_zero0", "reconstruct_zero2", "evaluate"]
+          "reconstruct", "evaluate"]
 METRICS = ["recon_psnr", "recon_ssim", "recon_psnr_crossfade", "shapes_color", "shapes_shape", "shapes_direction",
            "shapes_one_object", "shapes_all", "real_shapes_all", "clipsim", "clipsim_real"]
 

@@ -154,11 +154,12 @@ def test_decode_pairs_consecutive_keyframes_and_joins_clips():
 def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path, capsys):
     video = os.path.join(shapes_dir, "videos", "000000.mp4")
     reconstruct.main([video, "--ddim_steps", "2", "--out", str(tmp_path), "--tokenizer_ckpt", ckpts["tok"],
-                      "--zero_tokens", "1"])
+                      "--zero_tokens", "1", "0"])
     stdout = capsys.readouterr().out
     frames = data.read_frames(str(tmp_path / "000000_recon_zero1.mp4"))
     assert frames.shape == (4 * 4 + 1, 128, 260, 3)  # 33 frames: 5 keyframes; (32 | 1 px | 32) x 4, stride 2
-    assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and "PSNR" in stdout
+    assert os.path.isfile(tmp_path / "000000_recon_zero1.gif") and stdout.count("PSNR") == 2
+    assert data.read_frames(str(tmp_path / "000000_recon.mp4")).shape == frames.shape  # --zero_tokens 0: Fig. 3
     assert "decoder: DDIM 2 steps (flag), CFG 2 (checkpoint), rescale 0.7 (checkpoint)\n" in stdout  # no AR
     # the left half is the original at the decoder's frame positions
     original = data.read_frames(video)[::2][:17]
@@ -168,7 +169,7 @@ def test_reconstruct_side_by_side(ckpts, shapes_dir, tmp_path, capsys):
 @pytest.mark.parametrize("flags, expect", [
     (["missing.mp4"], "error: video missing.mp4 does not exist"),
     (["VIDEO", "--zero_tokens", "-1"], "error: --zero_tokens must be >= 0, got -1"),
-    (["VIDEO", "--zero_tokens", "5"], "error: --zero_tokens must lie in [0, N_q=4], got 5"),
+    (["VIDEO", "--zero_tokens", "0", "5"], "error: --zero_tokens must lie in [0, N_q=4], got 5"),  # none written
     (["VIDEO", "--ddim_steps", "0"], "error: --ddim_steps must be [1, 1000], got 0"),
 ])
 def test_reconstruct_mistakes_are_one_line_errors(flags, expect, ckpts, shapes_dir, tmp_path):

@@ -3,7 +3,6 @@ import collections
 import json
 import os
 import re
-import runpy
 import subprocess
 import sys
 
@@ -12,6 +11,7 @@ import torch
 
 import data
 from configurator import apply_config
+from conftest import run_script
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -52,15 +52,9 @@ def common(token_dir, out_dir, **kw):
     return [f"--{k}={v}" for k, v in args.items()]
 
 
-def train(argv, capsys):
-    """Run train_ar.py in this process (imports stay warm); returns its printed log."""
-    old = sys.argv
-    sys.argv = [TRAIN] + argv
-    try:
-        runpy.run_path(TRAIN, run_name="__main__")
-    finally:
-        sys.argv = old
-    return capsys.readouterr().out
+def train(argv):
+    """train_ar.py in this process: its printed log."""
+    return run_script("train_ar.py", argv)
 
 
 def val_losses(log):
@@ -68,10 +62,10 @@ def val_losses(log):
 
 
 @pytest.mark.parametrize("loss", ["l2", "gaussian", "gmm"])
-def test_each_loss_trains(loss, token_dir, tmp_path, capsys):
+def test_each_loss_trains(loss, token_dir, tmp_path):
     """Table 4's three heads as a config switch: the held-out loss falls for each."""
     log = train(common(token_dir, str(tmp_path), loss=loss, max_iters=100, eval_interval=100, lr_decay_iters=100,
-                       peak_flops=1e12 if loss == "gmm" else 0.0), capsys)
+                       peak_flops=1e12 if loss == "gmm" else 0.0))
     v = val_losses(log)
     drop = 0.3 * abs(v[0]) if loss == "l2" else 0.3  # l2: 30% of the MSE; NLLs: 0.3 nats per channel
     assert v[100] < v[0] - drop, log
@@ -79,12 +73,12 @@ def test_each_loss_trains(loss, token_dir, tmp_path, capsys):
     assert re.search(r"iter 100: loss [-\d.]+, lr [\d.e+-]+, [\d,]+ tok/s", log)
 
 
-def test_resume_is_exact(token_dir, tmp_path, capsys):
+def test_resume_is_exact(token_dir, tmp_path):
     """10 steps straight == 5 steps + resume for 5 (same batches, drops, optimizer state)."""
     kw = dict(max_iters=10, eval_interval=5, text_drop_prob=0.3, visual_drop_prob=0.3)
-    train(common(token_dir, str(tmp_path / "straight"), **kw), capsys)
-    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=5))), capsys)
-    log = train(common(token_dir, str(tmp_path / "resumed"), init_from="resume", **kw), capsys)
+    train(common(token_dir, str(tmp_path / "straight"), **kw))
+    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=5))))
+    log = train(common(token_dir, str(tmp_path / "resumed"), init_from="resume", **kw))
     assert "resuming from" in log and "at step 5" in log
     a = torch.load(tmp_path / "straight" / "ckpt.pt", weights_only=True)
     b = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)
@@ -99,45 +93,45 @@ def test_resume_is_exact(token_dir, tmp_path, capsys):
     assert model.generate(["a red circle"], 3, generator=torch.Generator().manual_seed(0)).shape == (1, 3, 4, 8)
 
 
-def test_resume_refuses_changed_settings_unless_named(token_dir, tmp_path, capsys):
-    train(common(token_dir, str(tmp_path), max_iters=2, eval_interval=2), capsys)
+def test_resume_refuses_changed_settings_unless_named(token_dir, tmp_path):
+    train(common(token_dir, str(tmp_path), max_iters=2, eval_interval=2))
     changed = dict(init_from="resume", max_iters=4, eval_interval=4, batch_size=4, learning_rate=1e-3)
     with pytest.raises(SystemExit, match=r"batch_size=4 \(checkpoint: 8\); learning_rate=0.001 \(checkpoint: 0.003\)\. "
                                          r"Use the checkpoint's, or accept them with "
                                          r"--override_on_resume=batch_size,learning_rate"):
-        train(common(token_dir, str(tmp_path), **changed), capsys)
-    log = train(common(token_dir, str(tmp_path), override_on_resume="batch_size,learning_rate", **changed), capsys)
+        train(common(token_dir, str(tmp_path), **changed))
+    log = train(common(token_dir, str(tmp_path), override_on_resume="batch_size,learning_rate", **changed))
     assert "at step 2" in log and torch.load(tmp_path / "ckpt.pt", weights_only=True)["iter_num"] == 4
 
 
-def test_float16_resume_keeps_the_loss_scale(token_dir, tmp_path, capsys):
+def test_float16_resume_keeps_the_loss_scale(token_dir, tmp_path):
     """float16 autocast with a GradScaler: its scale is saved and restored, so resume stays exact."""
     kw = dict(max_iters=6, eval_interval=3, dtype="float16")
-    train(common(token_dir, str(tmp_path / "straight"), **kw), capsys)
-    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=3))), capsys)
+    train(common(token_dir, str(tmp_path / "straight"), **kw))
+    train(common(token_dir, str(tmp_path / "resumed"), **(kw | dict(max_iters=3))))
     half = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=True)
     assert half["scaler"]["scale"] == 2.0 ** 16  # GradScaler's initial scale; it grows every 2,000 good steps
     half["scaler"]["scale"] = 1024.0  # as after a few overflows: a resume must carry it on, not start afresh
     os.makedirs(tmp_path / "rescaled")
     torch.save(half, tmp_path / "rescaled" / "ckpt.pt")
     for name in ("resumed", "rescaled"):
-        train(common(token_dir, str(tmp_path / name), init_from="resume", **kw), capsys)
+        train(common(token_dir, str(tmp_path / name), init_from="resume", **kw))
     a, b, c = (torch.load(tmp_path / name / "ckpt.pt", weights_only=True) for name in ("straight", "resumed", "rescaled"))
     assert a["scaler"]["scale"] == b["scaler"]["scale"] == 2.0 ** 16 and c["scaler"]["scale"] == 1024.0
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
-def test_unknown_dtype_is_a_clear_error(token_dir, tmp_path, capsys):
+def test_unknown_dtype_is_a_clear_error(token_dir, tmp_path):
     with pytest.raises(SystemExit, match="dtype must be one of .*got 'bf16'"):
-        train(common(token_dir, str(tmp_path), dtype="bf16", max_iters=1), capsys)
+        train(common(token_dir, str(tmp_path), dtype="bf16", max_iters=1))
 
 
-def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys):
-    train(common(token_dir, str(tmp_path / "s1"), loss="l2", max_iters=2, eval_interval=2, image_video_ratio=1.0), capsys)
+def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path):
+    train(common(token_dir, str(tmp_path / "s1"), loss="l2", max_iters=2, eval_interval=2, image_video_ratio=1.0))
     src = str(tmp_path / "s1" / "ckpt.pt")
     log = train(common(token_dir, str(tmp_path / "s2"), init_from=src, loss="gmm", max_iters=1, eval_interval=1,
-                       learning_rate=0.0, min_lr=0.0), capsys)  # lr 0: weights stay as loaded
+                       learning_rate=0.0, min_lr=0.0))  # lr 0: weights stay as loaded
     assert "output projection last layer out_proj.4.weight, out_proj.4.bias NOT loaded" in log
     assert "loss l2 k=4 -> gmm k=4" in log
     a, b = torch.load(src, weights_only=True)["model"], torch.load(tmp_path / "s2" / "ckpt.pt", weights_only=True)["model"]
@@ -153,18 +147,18 @@ def test_next_stage_switches_head_and_checks_shapes(token_dir, tmp_path, capsys)
         assert 0 < gap.max() <= bound + 1e-7, name
     assert (b["out_proj.4.weight"][4 * 8:].abs().max() > 2 * bound)  # variances and logits: a fresh init
     log = train(common(token_dir, str(tmp_path / "s2_fresh"), init_from=src, loss="gmm", max_iters=1, eval_interval=1,
-                       learning_rate=0.0, min_lr=0.0, gmm_means_from_l2=False), capsys)
+                       learning_rate=0.0, min_lr=0.0, gmm_means_from_l2=False))
     assert "freshly initialised" in log  # the release's switch: the whole last layer starts fresh
     fresh = torch.load(tmp_path / "s2_fresh" / "ckpt.pt", weights_only=True)["model"]["out_proj.4.weight"][:4 * 8]
     assert (fresh.unflatten(0, (4, 8)) - a["out_proj.4.weight"]).abs().max() > 2 * bound
     other = write_shards(str(tmp_path / "c6"), c=6)  # tokens with C=6 against a C=8 checkpoint
     with pytest.raises(ValueError, match=r"N_q=4, C=8.*N_q=4, C=6"):
-        train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1), capsys)
+        train(common(other, str(tmp_path / "s3"), init_from=src, max_iters=1))
 
 
-def test_token_norm_statistics_from_the_training_keyframes(token_dir, tmp_path, capsys):
+def test_token_norm_statistics_from_the_training_keyframes(token_dir, tmp_path):
     import train_ar
-    log = train(common(token_dir, str(tmp_path), token_norm=True, max_iters=1, eval_interval=1), capsys)
+    log = train(common(token_dir, str(tmp_path), token_norm=True, max_iters=1, eval_interval=1))
     assert "token_norm: deep-token std per (token, channel)" in log
     state = torch.load(tmp_path / "ckpt.pt", weights_only=True)["model"]
     sets = [train_ar.load_tokens(token_dir, kind, k, 0.25) for kind, k in (("images", 1), ("videos", 3))]
@@ -231,15 +225,15 @@ def nan_from_step(first_bad, monkeypatch):
     monkeypatch.setattr(ARModel, "forward", poisoned)
 
 
-def test_non_finite_steps_are_skipped_then_stop_the_run(token_dir, tmp_path, monkeypatch, capsys):
+def test_non_finite_steps_are_skipped_then_stop_the_run(token_dir, tmp_path, monkeypatch):
     """A NaN loss leaves the weights as they were; max_bad_steps of them in a row stop the run with a clear
     message, and the checkpoints written meanwhile hold the last good weights."""
     kw = dict(max_iters=40, eval_interval=3, max_bad_steps=5)
-    train(common(token_dir, str(tmp_path / "good"), **(kw | dict(max_iters=3))), capsys)
+    train(common(token_dir, str(tmp_path / "good"), **(kw | dict(max_iters=3))))
     nan_from_step(3, monkeypatch)
-    with pytest.raises(SystemExit, match=r"5 non-finite steps in a row \(iters 3-7\), none of them applied: stopped"):
-        train(common(token_dir, str(tmp_path / "bad"), **kw), capsys)
-    log = capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"5 non-finite steps in a row \(iters 3-7\), none of them applied: stopped") as stop:
+        train(common(token_dir, str(tmp_path / "bad"), **kw))
+    log = stop.value.log
     assert [int(i) for i in re.findall(r"iter (\d+): non-finite gradient norm \(nan\), update skipped", log)] == [3, 4, 5, 6, 7]
     good = torch.load(tmp_path / "good" / "ckpt.pt", weights_only=True)
     bad = torch.load(tmp_path / "bad" / "ckpt.pt", weights_only=True)
@@ -265,18 +259,18 @@ def test_stage_configs():
     assert paper["learning_rate"] == 1e-4 and paper["batch_size"] * paper["gradient_accumulation_steps"] == 256
 
 
-def test_paper_config_refuses_a_random_backbone(token_dir, tmp_path, capsys):
+def test_paper_config_refuses_a_random_backbone(token_dir, tmp_path):
     """from_scratch=False (the paper config's): a BACKBONES name builds random weights, so it is refused in one line;
     a local directory with weights is taken; from_scratch=True trains the random one."""
     with pytest.raises(SystemExit, match=r"backbone 'tiny-gpt2' is not a directory with weights, and from_scratch=False"):
-        train(common(token_dir, str(tmp_path / "a"), from_scratch=False, max_iters=1), capsys)
+        train(common(token_dir, str(tmp_path / "a"), from_scratch=False, max_iters=1))
     from ar_model import ARConfig, ARModel
     local = str(tmp_path / "lm")
     ARModel(ARConfig(backbone="tiny-gpt2", n_queries=4, token_dim=8)).backbone.save_pretrained(local)
     log = train(common(token_dir, str(tmp_path / "b"), from_scratch=False, backbone=local, max_iters=1,
-                       eval_interval=1), capsys)
+                       eval_interval=1))
     assert f"backbone {local}" in log
-    train(common(token_dir, str(tmp_path / "c"), from_scratch=True, max_iters=1, eval_interval=1), capsys)
+    train(common(token_dir, str(tmp_path / "c"), from_scratch=True, max_iters=1, eval_interval=1))
 
 
 def test_torchrun_two_processes(token_dir, tmp_path):

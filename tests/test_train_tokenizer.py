@@ -1,3 +1,4 @@
+"""train_tokenizer.py at tiny size: resume, torchrun, decoder fine-tuning, clips read from files, the user's mistakes."""
 import os
 import shutil
 import subprocess
@@ -5,6 +6,8 @@ import sys
 
 import pytest
 import torch
+
+from conftest import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
@@ -14,30 +17,18 @@ TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layer
         "--keyframe_loss_weight=1.0"]  # as config/shapes.py: every trained layer must get a gradient under DDP
 
 
-def start(args, out_dir, shapes_dir, torchrun=False):
-    """train_tokenizer.py with the tiny settings, one thread, started in the background."""
-    env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-    cmd = ([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if torchrun
-           else [sys.executable]) + ["train_tokenizer.py", f"--data_dir={shapes_dir}", f"--out_dir={out_dir}"] + TINY + args
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(proc):
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
-    return stdout
-
-
-def run(args, out_dir, shapes_dir, torchrun=False):
-    return finish(start(args, out_dir, shapes_dir, torchrun))
+def run(args, out_dir, shapes_dir):
+    """train_tokenizer.py with the tiny settings, in this process: its printed log."""
+    return run_script("train_tokenizer.py", [f"--data_dir={shapes_dir}", f"--out_dir={out_dir}"] + TINY + args)
 
 
 def refused(args, out_dir, shapes_dir):
-    """A run that must stop on a mistake with a message, not a traceback: (stdout, stderr)."""
-    proc = start(args, out_dir, shapes_dir)
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode != 0 and "Traceback" not in stderr, stderr[-3000:]
-    return stdout, stderr
+    """A run that must stop on a mistake with a message (a command line prints it alone, without a traceback; any
+    other exception fails the test): (its log, the message)."""
+    with pytest.raises(SystemExit) as stop:
+        run(args, out_dir, shapes_dir)
+    assert isinstance(stop.value.code, str), stop.value.code
+    return stop.value.log, stop.value.code
 
 
 def load(out_dir):
@@ -55,15 +46,14 @@ def test_resume_equals_straight_run(shapes_dir, two_steps, tmp_path):
     """4 steps straight == 2 steps, then a resume for 2 more (the cosine schedule follows lr_decay_iters, so the
     first run may stop early); a resume with another learning rate is refused unless named."""
     straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
-    straight_run = start(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)  # beside the resumed one
+    run(["--max_iters=4", "--eval_interval=2"], straight, shapes_dir)
     shutil.copytree(two_steps[0], resumed)
     assert load(resumed)["iter_num"] == 2
-    stderr = refused(["--max_iters=4", "--learning_rate=2e-3", "--init_from=resume"], resumed, shapes_dir)[1]
+    message = refused(["--max_iters=4", "--learning_rate=2e-3", "--init_from=resume"], resumed, shapes_dir)[1]
     assert "learning_rate=0.002 (checkpoint: 0.001). Use the checkpoint's, or accept them with " \
-           "--override_on_resume=learning_rate" in stderr
+           "--override_on_resume=learning_rate" in message
     out = run(["--max_iters=4", "--eval_interval=2", "--init_from=resume"], resumed, shapes_dir)
     assert "resumed from" in out
-    finish(straight_run)
     a, b = load(straight), load(resumed)
     assert a["iter_num"] == b["iter_num"] == 4
     for part in ("tokenizer", "denoiser"):
@@ -79,7 +69,14 @@ def test_resume_equals_straight_run(shapes_dir, two_steps, tmp_path):
 
 
 def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
-    out = run(["--max_iters=2", "--eval_interval=2", "--order_clips=4"], str(tmp_path / "ddp"), shapes_dir, torchrun=True)
+    """Two processes with a gloo process group, one thread each."""
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    args = [f"--data_dir={shapes_dir}", f"--out_dir={tmp_path / 'ddp'}"] + TINY + [
+        "--max_iters=2", "--eval_interval=2", "--order_clips=4"]
+    result = subprocess.run(torchrun + ["train_tokenizer.py"] + args, cwd=ROOT, capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
     assert "deep tokens renumbered by the decoder's need" in out  # on rank 0, broadcast to rank 1
     assert out.count("parameter checksum") == 1 and "(same on all 2 ranks)" in out
     ckpt = load(str(tmp_path / "ddp"))
@@ -89,22 +86,17 @@ def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
 def test_diverged_run_skips_non_finite_steps_then_stops(shapes_dir, tmp_path):
     """lr 1e30: the first update blows the weights up, the next losses are NaN; each such step is skipped
     with a log line and max_bad_steps of them in a row end the run with a message, not a traceback."""
-    stdout, stderr = refused(["--learning_rate=1e30", "--max_iters=50", "--eval_interval=50", "--max_bad_steps=3"],
-                             str(tmp_path), shapes_dir)
-    assert "3 non-finite steps in a row (iters 1-3), none of them applied: stopped" in stderr
-    assert [line.split(":")[0] for line in stdout.splitlines() if "update skipped" in line] == [
+    log, message = refused(["--learning_rate=1e30", "--max_iters=50", "--eval_interval=50", "--max_bad_steps=3"],
+                           str(tmp_path), shapes_dir)
+    assert "3 non-finite steps in a row (iters 1-3), none of them applied: stopped" in message
+    assert [line.split(":")[0] for line in log.splitlines() if "update skipped" in line] == [
         "iter 1", "iter 2", "iter 3"]
 
 
 def test_bad_flag_is_a_clear_error(shapes_dir, tmp_path):
-    env = dict(os.environ, HF_HUB_OFFLINE="1")
-    result = subprocess.run([sys.executable, "train_tokenizer.py", "--n_querys=4"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "unknown config key 'n_querys'" in result.stderr
-    assert "Traceback" not in result.stderr
-    result = subprocess.run([sys.executable, "train_tokenizer.py", "--dtype=bf16"], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "dtype must be one of float32, bfloat16, got 'bf16'" in result.stderr
+    assert "unknown config key 'n_querys'" in refused(["--n_querys=4"], str(tmp_path), shapes_dir)[1]
+    assert "dtype must be one of float32, bfloat16, got 'bf16'" in refused(["--dtype=bf16"], str(tmp_path),
+                                                                             shapes_dir)[1]
 
 
 def test_clips_read_from_their_files_train_as_the_cached_ones(shapes_dir, two_steps, tmp_path):
