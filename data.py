@@ -362,37 +362,42 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
     first = int(wanted.min()) if seek else 0
     input_params = ["-ss", f"{(first - 0.5) / native:.6f}"] if first > 0 else []  # lands on native frame `first`
     output_params = ["-fps_mode", "passthrough"]  # each stored frame once (ffmpeg may repeat one after a seek)
+    scale = f"scale='if(lt(iw,ih),{size},-2)':'if(lt(iw,ih),-2,{size})':flags=bilinear,crop={size}:{size}"
+    if seek and size:  # rate and frame size known: ffmpeg straight into a pipe (no header to wait for, ~35 ms less)
+        kept = np.unique(wanted - first)  # frames past the seek point; only these are scaled and piped
+        select = "select='" + "+".join(f"eq(n,{k})" for k in kept) + "'"
+        run = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *input_params, "-i",
+                              path, *output_params, "-frames:v", str(len(kept)), "-vf", f"{select},{scale}",
+                              "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
+        if run.returncode:
+            raise ValueError((run.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1])
+        frames = np.frombuffer(run.stdout, np.uint8).reshape(-1, size, size, 3)  # the kept frames, in order
+        read = np.isin(wanted - first, kept[:len(frames)])  # the file may end before the last of them
+        return frames[np.searchsorted(kept, wanted[read] - first)]
     if seek:  # stop decoding after the last frame needed (ffmpeg would decode ahead and queue frames meanwhile)
         output_params += ["-frames:v", str(int(wanted.max()) - first + 1)]
     elif indices is not None and fps:
         output_params += ["-t", f"{(indices.max() + 1) / fps:.6f}" if len(indices) else "0"]
     if size:  # short side -> size (antialiased bilinear, as to_tensor), then the center square, before piping
-        output_params += ["-vf", f"scale='if(lt(iw,ih),{size},-2)':'if(lt(iw,ih),-2,{size})':flags=bilinear,crop={size}:{size}"]
-    if seek and size:  # rate and frame size known: ffmpeg straight into a pipe (no header to wait for, ~35 ms less)
-        run = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *input_params, "-i",
-                              path, *output_params, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"], capture_output=True)
-        if run.returncode:
-            raise ValueError((run.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1])
-        frames = np.frombuffer(run.stdout, np.uint8).reshape(-1, size, size, 3)  # native frames from `first`
-    else:
-        reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
-        try:
-            meta = next(reader)
-            width, height = meta["size"]
-            if fps and not meta.get("fps"):
-                raise ValueError("no frame rate in the header")
-            native = native or meta["fps"]
-            if indices is not None and not seek:  # from frame 0: the file's rate came with its header
-                wanted = shown_frames(indices, fps, native)
-            needed = None if wanted is None else int(wanted.max()) + 1 - first if len(wanted) else 0
-            frames = []
-            for frame in reader if needed != 0 else ():  # native frames first, first + 1, ...; stop after the last needed
-                frames.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
-                if len(frames) == needed:
-                    break
-        finally:
-            reader.close()
-        frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
+        output_params += ["-vf", scale]
+    reader = imageio_ffmpeg.read_frames(path, input_params=input_params, output_params=output_params)
+    try:
+        meta = next(reader)
+        width, height = meta["size"]
+        if fps and not meta.get("fps"):
+            raise ValueError("no frame rate in the header")
+        native = native or meta["fps"]
+        if indices is not None and not seek:  # from frame 0: the file's rate came with its header
+            wanted = shown_frames(indices, fps, native)
+        needed = None if wanted is None else int(wanted.max()) + 1 - first if len(wanted) else 0
+        frames = []
+        for frame in reader if needed != 0 else ():  # native frames first, first + 1, ...; stop after the last needed
+            frames.append(np.frombuffer(frame, np.uint8).reshape(height, width, 3))
+            if len(frames) == needed:
+                break
+    finally:
+        reader.close()
+    frames = np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)
     if wanted is not None:
         return frames[wanted[wanted - first < len(frames)] - first]
     if not len(frames):

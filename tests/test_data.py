@@ -314,6 +314,8 @@ def test_read_frames_seeks_to_the_frames_shown_at_those_times(real_videos, name)
         indices = start + stride * np.arange(9)
         assert np.array_equal(data.read_frames(path, fps=8, indices=indices), at8[indices]), (start, stride)
     assert len(data.read_frames(path, fps=8, indices=[len(at8) - 1, len(at8) + 5])) == 1  # past the end: left out
+    small = data.read_frames(path, 32, fps=8, indices=[len(at8) - 1, len(at8) + 5, len(at8) - 1])  # selected in ffmpeg
+    assert len(small) == 2 and np.array_equal(small[0], small[1])
 
 
 def test_read_frames_scales_and_crops_inside_ffmpeg_like_to_tensor(tmp_path):
