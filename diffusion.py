@@ -478,8 +478,7 @@ def rescale_cfg(guided, cond_out, guidance_rescale):
 
 @torch.no_grad()
 def ddim_sample(model, x, cond, uncond=None, *, alphas_cumprod, num_steps=50, eta=1.0, cfg_scale=7.5,
-                guidance_rescale=0.7, timestep_spacing="leading", prediction_type="v", clip_sample=False,
-                generator=None):
+                guidance_rescale=0.7, timestep_spacing="leading", prediction_type="v", generator=None):
     """DDIM sampling (DDIM paper Eq. 12 and 16) from the noise `x` (B, ...) to a sample x0.
 
     model(x_t, t, cond) -> raw prediction (v or eps) for x_t (B', ...), t (B',) long.
@@ -495,8 +494,6 @@ def ddim_sample(model, x, cond, uncond=None, *, alphas_cumprod, num_steps=50, et
     do. With 1000 % num_steps == 0 this equals a loop over DDIMScheduler(clip_sample=False, set_alpha_to_one=False,
     steps_offset=1, timestep_spacing=...); otherwise (e.g. 30 trailing steps) diffusers
     jumps to t - N // num_steps instead of the next visited timestep.
-    clip_sample (data in [-1, 1], as pixels are): each step's x0 is clamped to [-1, 1] and eps re-derived from
-    it, = DDIMScheduler(clip_sample=True).step(use_clipped_model_output=True) (GLIDE's practice).
     Zero terminal SNR: a_t = 0 at t = N-1, which "trailing" visits. v-prediction handles
     it (x0 = -v, eps = x_t); eps-prediction cannot recover x0 there (x_t is pure noise,
     x0 = (x_t - eps) / 0; diffusers returns inf/nan), so it raises a ValueError.
@@ -526,9 +523,6 @@ def ddim_sample(model, x, cond, uncond=None, *, alphas_cumprod, num_steps=50, et
         else:  # eps
             x0 = (x - (1 - a_t) ** 0.5 * out) / a_t ** 0.5
             eps = out
-        if clip_sample:
-            x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - a_t ** 0.5 * x0) / (1 - a_t) ** 0.5
         sigma = eta * ((1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)) ** 0.5
         x = a_prev ** 0.5 * x0 + max(1 - a_prev - sigma ** 2, 0.0) ** 0.5 * eps
         if eta > 0:
