@@ -4,11 +4,11 @@ diffusion decoder's clip between every two keyframes, written beside the origina
 
     python reconstruct.py data/shapes/videos/000000.mp4 --out out/recon     # Fig. 3
     python reconstruct.py data/shapes/videos/000000.mp4 --zero_tokens 8     # Fig. 4: half of the 16 tokens zeroed
-    python reconstruct.py data/shapes/videos/000000.mp4 --zero_tokens 0 4 8 12   # both, and more, in one run
+    python reconstruct.py data/shapes/videos/000000.mp4 --zero_tokens 0 4 8 12  # several, one model load
 
-Writes <video>_recon[_zeroN].mp4 and .gif (original | reconstruction) for each N. The tokenizer checkpoint defaults to where
-`python demo.py` puts it; decoder settings left unset are the checkpoint's, as in sample.py (whose decoder and
-output flags this script shares).
+Writes <video>_recon[_zeroN].mp4 and .gif (original | reconstruction) for each N. The tokenizer checkpoint
+defaults to where `python demo.py` puts it; decoder settings left unset are the checkpoint's, as in sample.py
+(whose decoder and output flags this script shares).
 """
 import argparse
 import os
