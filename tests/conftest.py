@@ -2,6 +2,7 @@ import contextlib
 import io
 import os
 import runpy
+import subprocess
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub look-ups: each failed one costs ~30 s
@@ -49,3 +50,13 @@ def run_script(script, args):
         sys.argv = old_argv
         torch.set_num_threads(threads)
     return log.getvalue()
+
+
+def run_torchrun(script, args, timeout=300):
+    """`torchrun --standalone --nproc_per_node=2 <script> <args>` (a gloo process group on CPU), one thread per
+    process: its stdout."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script, *args]
+    run = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True, timeout=timeout)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run.stdout

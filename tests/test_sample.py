@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import data
+import evaluate
 import reconstruct
 import sample
 import tokenizer as tok
@@ -356,7 +357,6 @@ def test_msrvtt_protocol_at_toy_size(ckpts, tmp_path):
     torch.manual_seed(0)
     torch.save(tok.create_clip("nanodicode-tiny").state_dict(), tmp_path / "clip.pt")
     torch.jit.save(torch.jit.script(TinyI3D()), str(tmp_path / "i3d.pt"))
-    import evaluate
     evaluate.main(["--samples", str(tmp_path / "out" / "frames.npz"), "--real", str(tmp_path / "msrvtt" / "videos.csv"),
                    "--clip_model", "nanodicode-tiny", "--clip_pretrained", str(tmp_path / "clip.pt"), "--i3d",
                    str(tmp_path / "i3d.pt"), "--fvd_frames", "8", "--out", str(tmp_path / "m.json")])

@@ -3,20 +3,17 @@ import collections
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
 
 import data
 from configurator import apply_config
-from conftest import run_script
+from conftest import run_script, run_torchrun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TRAIN = os.path.join(ROOT, "train_ar.py")
 COLORS, SHAPES, DIRECTIONS = ["red", "green", "blue"], ["circle", "square"], ["left", "right", "up", "down"]
 
 
@@ -275,13 +272,10 @@ def test_paper_config_refuses_a_random_backbone(token_dir, tmp_path):
 
 def test_torchrun_two_processes(token_dir, tmp_path):
     """DDP on CPU (gloo): runs, ranks agree on a parameter checksum, checkpoint holds both ranks' RNG."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", TRAIN,
-           *common(token_dir, str(tmp_path), max_iters=4, eval_interval=2, gradient_accumulation_steps=2, batch_size=4)]
-    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
-    assert run.stdout.count("(same on all 2 ranks)") == 3  # steps 0, 2, 4
-    assert "2 process(es), 1 micro-batches of 4 each per step: global batch 8" in run.stdout
+    out = run_torchrun("train_ar.py", common(token_dir, str(tmp_path), max_iters=4, eval_interval=2,
+                                             gradient_accumulation_steps=2, batch_size=4), timeout=120)
+    assert out.count("(same on all 2 ranks)") == 3  # steps 0, 2, 4
+    assert "2 process(es), 1 micro-batches of 4 each per step: global batch 8" in out
     ckpt = torch.load(tmp_path / "ckpt.pt", weights_only=True)
     assert ckpt["iter_num"] == 4 and len(ckpt["rng"]) == 2
     assert not torch.equal(ckpt["rng"][0]["batches"], ckpt["rng"][1]["batches"])  # each rank its own batches

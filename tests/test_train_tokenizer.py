@@ -1,15 +1,12 @@
 """train_tokenizer.py at tiny size: resume, torchrun, decoder fine-tuning, clips read from files, the user's mistakes."""
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
 
-from conftest import run_script
+from conftest import run_script, run_torchrun
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
         "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3", "--batch_size=4",
         "--eval_clips=2", "--ddim_steps=2", "--probe_videos=0", "--val_fraction=0.25", "--log_interval=1",
@@ -69,14 +66,8 @@ def test_resume_equals_straight_run(shapes_dir, two_steps, tmp_path):
 
 
 def test_torchrun_two_ranks_stay_in_sync(shapes_dir, tmp_path):
-    """Two processes with a gloo process group, one thread each."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    args = [f"--data_dir={shapes_dir}", f"--out_dir={tmp_path / 'ddp'}"] + TINY + [
-        "--max_iters=2", "--eval_interval=2", "--order_clips=4"]
-    result = subprocess.run(torchrun + ["train_tokenizer.py"] + args, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300, env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = result.stdout
+    out = run_torchrun("train_tokenizer.py", [f"--data_dir={shapes_dir}", f"--out_dir={tmp_path / 'ddp'}"] + TINY + [
+        "--max_iters=2", "--eval_interval=2", "--order_clips=4"])
     assert "deep tokens renumbered by the decoder's need" in out  # on rank 0, broadcast to rank 1
     assert out.count("parameter checksum") == 1 and "(same on all 2 ranks)" in out
     ckpt = load(str(tmp_path / "ddp"))
