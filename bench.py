@@ -277,8 +277,8 @@ def decode_floor(path, indices, info, fps=8):
     import data
     wanted = data.shown_frames(indices, fps, info["fps"])
     first = int(wanted.min())
-    seek = ["-ss", f"{(first - 0.5) / info['fps']:.6f}"] if first > 0 else []
-    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", *seek, "-i", path,
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error",
+                    *data.seek_params(first, info["fps"]), "-i", path,
                     "-frames:v", str(int(wanted.max()) - first + 1), "-f", "null", "-"], check=True)
 
 def make_test_video(path, gop=None, seconds=10, width=1280, height=720, fps=30):

@@ -332,6 +332,11 @@ def frames_at(num_frames, fps, native_fps):
     return num_frames if fps is None else math.ceil((num_frames - 0.5) * fps / native_fps)
 
 
+def seek_params(first, native_fps):
+    """ffmpeg input options that land on native frame `first` (half a frame early, so rounding cannot skip it)."""
+    return ["-ss", f"{(first - 0.5) / native_fps:.6f}"] if first > 0 else []
+
+
 def shown_frames(k, fps, native_fps):
     """The stored frames (indices at native_fps) shown at times k / fps, the nearest in time (fps None: k itself)."""
     if fps is None:
@@ -360,7 +365,7 @@ def read_frames(path, size=None, fps=None, indices=None, info=None):
     seek = native is not None and indices is not None and len(indices) > 0
     wanted = shown_frames(indices, fps, native) if seek else None  # native frames, known before ffmpeg starts
     first = int(wanted.min()) if seek else 0
-    input_params = ["-ss", f"{(first - 0.5) / native:.6f}"] if first > 0 else []  # lands on native frame `first`
+    input_params = seek_params(first, native)
     output_params = ["-fps_mode", "passthrough"]  # each stored frame once (ffmpeg may repeat one after a seek)
     scale = f"scale='if(lt(iw,ih),{size},-2)':'if(lt(iw,ih),-2,{size})':flags=bilinear,crop={size}:{size}"
     if seek and size:  # rate and frame size known: ffmpeg straight into a pipe (no header to wait for, ~35 ms less)

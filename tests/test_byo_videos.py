@@ -9,9 +9,8 @@ import sys
 import numpy as np
 
 import data
-from conftest import run_script
+from conftest import ROOT, run_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 H264 = ("-c:v", "libx264", "-pix_fmt", "yuv420p")
 
 

@@ -12,8 +12,8 @@ from PIL import Image
 
 import data
 import demo
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ["data", "tokenizer", "encode", "ar_stage1", "ar_stage2", "ar_stage3", "ar_stage4", "sample",
           "reconstruct", "evaluate"]
 METRICS = ["recon_psnr", "recon_ssim", "recon_psnr_crossfade", "shapes_color", "shapes_shape", "shapes_direction",

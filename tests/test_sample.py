@@ -17,10 +17,10 @@ import evaluate
 import reconstruct
 import sample
 import tokenizer as tok
+from conftest import ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--clip_pretrain_iters=0", "--n_queries=4", "--token_dim=32", "--q_layers=1", "--q_heads=2",
         "--unet_channels=(16, 32)", "--map_channels=4", "--clip_frames=4", "--max_stride=3"]
 

@@ -10,8 +10,8 @@ import configurator
 import diffusion
 import tokenizer as tok
 import train_tokenizer
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAPER_CONFIG = os.path.join(ROOT, "config", "tokenizer_paper.py")
 
 # tiny diffusers models: 2 UNet levels (cross-attention in the first), a VAE that halves the frame size

@@ -9,11 +9,10 @@ import torch
 
 import data
 from configurator import apply_config
-from conftest import run_script, run_torchrun
+from conftest import ROOT, run_script, run_torchrun
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COLORS, SHAPES, DIRECTIONS = ["red", "green", "blue"], ["circle", "square"], ["left", "right", "up", "down"]
 
 

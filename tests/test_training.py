@@ -13,8 +13,8 @@ import torch
 import training
 from test_train_ar import common, write_shards
 from test_train_tokenizer import TINY as TOKENIZER_TINY
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_lr_schedule_closed_form():
